@@ -1,0 +1,228 @@
+"""Benchmarks (``python -m sle bench index|query|all``): figures, not tests.
+
+``index`` builds a fresh index of the gazetteer in a temporary data dir and times upload, optimisation and
+reopening. ``query`` times sparse search in a separate process (so its RSS is the index's, not the
+benchmark's) on corrupted gazetteer names, and checks it against an exact scipy scoring of the same vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import gazetteer as gz
+from . import index as idx
+from . import sparse
+from .settings import Settings, settings as default_settings
+from .text import corrupt
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _du_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def bench_index(limit: int | None, s: Settings) -> dict:
+    with tempfile.TemporaryDirectory(prefix="sle-bench-") as tmp:
+        bs = dataclasses.replace(s, data_dir=Path(tmp), qdrant_url="")
+        g = gz.load(limit=limit, settings=bs)
+        t0 = time.perf_counter()
+        vecs = [sparse.encode(e.key) for e in g]
+        t_encode = time.perf_counter() - t0
+        engine = idx.make_engine(bs)
+        engine.open(create=True)
+        t0 = time.perf_counter()
+        B = bs.upload_batch
+        for i in range(0, len(g), B):
+            engine.upsert([(e.id, {idx.SPARSE: v}, idx._payload(e)) for e, v in zip(g.entries[i : i + B], vecs[i : i + B])])
+        engine.flush()
+        t_upload = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        engine.optimize()
+        t_opt = time.perf_counter() - t0
+        engine.close()
+        t0 = time.perf_counter()
+        engine = idx.make_engine(bs)
+        engine.open()
+        n = engine.count()
+        t_reopen = time.perf_counter() - t0
+        engine.close()
+        return {
+            "points": n,
+            "encode_names_per_s": round(len(g) / t_encode),
+            "upload_points_per_s": round(len(g) / t_upload),
+            "encode_and_upload_points_per_s": round(len(g) / (t_encode + t_upload)),
+            "optimize_s": round(t_opt, 2),
+            "reopen_s": round(t_reopen, 3),
+            "disk_mb": round(_du_mb(Path(tmp)), 1),
+        }
+
+
+def make_queries(g: gz.Gazetteer, n: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """``n`` corrupted spellings of random gazetteer names, with the ids they should find."""
+    rng = random.Random(seed)
+    picks = rng.sample(range(len(g)), min(n, len(g)))
+    return [corrupt(g.entries[i].name, rng) for i in picks], [g.entries[i].id for i in picks]
+
+
+def _serve_queries(spec_path: str) -> None:
+    """Child process: open the index, run the queries, report speed, RSS and result ids as JSON."""
+    spec = json.loads(Path(spec_path).read_text())
+    s = Settings.from_env(**spec.get("overrides", {}))
+    t0 = time.perf_counter()
+    index = idx.open_index(s)
+    t_open = time.perf_counter() - t0
+    rss_open = _rss_mb()
+    out = {"reopen_s": round(t_open, 3), "rss_open_mb": round(rss_open, 1), "runs": {}}
+    for name, run in spec["runs"].items():
+        index.s = dataclasses.replace(s, sparse_query_max_df=run["max_df"], sparse_query_unigrams=run["unigrams"])
+        vecs = [index.sparse_query(q) for q in spec["queries"]]
+        for v in vecs[:20]:
+            index.search_sparse_vectors([v], 10)  # warm-up
+        lat, ids = [], []
+        t_all = time.perf_counter()
+        for v in vecs:
+            t = time.perf_counter()
+            hits = index.search_sparse_vectors([v], 10)[0]
+            lat.append(time.perf_counter() - t)
+            ids.append([h.id for h in hits])
+        wall = time.perf_counter() - t_all
+        t = time.perf_counter()
+        for i in range(0, len(vecs), 64):
+            index.search_sparse_vectors(vecs[i : i + 64], 10)
+        batch_wall = time.perf_counter() - t
+        out["runs"][name] = {
+            "qps": round(len(vecs) / wall, 1),
+            "batch64_qps": round(len(vecs) / batch_wall, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+            "p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 3),
+            "mean_terms": round(float(np.mean([len(v) for v in vecs])), 1),
+            "ids": ids,
+            "vectors": [[v.indices, v.values] for v in vecs],
+        }
+    out["rss_mb"] = round(_rss_mb(), 1)
+    index.close()
+    print(json.dumps(out))
+
+
+class ExactScorer:
+    """Exact sparse scoring with scipy, IDF as Qdrant computes it: ln(1 + (N - n + 0.5) / (n + 0.5))."""
+
+    def __init__(self, g: gz.Gazetteer):
+        from scipy import sparse as sp
+
+        col_of: dict[int, int] = {}
+        rows, cols, vals = [], [], []
+        for r, e in enumerate(g):
+            v = sparse.encode(e.key)
+            for i, x in zip(v.indices, v.values):
+                c = col_of.setdefault(i, len(col_of))
+                rows.append(r)
+                cols.append(c)
+                vals.append(x)
+        self.col_of = col_of
+        self.ids = np.array([e.id for e in g], dtype=np.int64)
+        self.X = sp.csc_matrix((np.array(vals, np.float32), (np.array(rows), np.array(cols))), shape=(len(g), len(col_of)))
+        df = np.diff(self.X.indptr)
+        n = len(g)
+        self.idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+
+    def top(self, v: sparse.SparseVector, k: int = 10) -> list[int]:
+        cols = [self.col_of[i] for i in v.indices if i in self.col_of]
+        if not cols:
+            return []
+        w = np.array([x for i, x in zip(v.indices, v.values) if i in self.col_of], np.float32) * self.idf[cols]
+        scores = self.X[:, cols] @ w
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [int(self.ids[t]) for t in top if scores[t] > 0]
+
+
+def bench_query(limit: int | None, n_queries: int, s: Settings) -> dict:
+    manifest = idx.build_status(s)
+    if manifest is None or not manifest.ready:
+        raise idx.IndexNotReady("bench query needs a built index: run `python -m sle index` first")
+    g = gz.load(limit=limit or manifest.n_points, settings=s)
+    queries, targets = make_queries(g, n_queries)
+    runs = {
+        "full": {"max_df": 1.0, "unigrams": True},
+        "no_unigrams": {"max_df": 1.0, "unigrams": False},
+        "pruned": {"max_df": s.sparse_query_max_df, "unigrams": s.sparse_query_unigrams},
+    }
+    for df in (0.05, 0.01):
+        runs[f"no_unigrams_df{df}"] = {"max_df": df, "unigrams": False}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"queries": queries, "runs": runs}, f)
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "sle.bench", f.name], capture_output=True, text=True, env=env, check=True)
+    os.unlink(f.name)
+    child = json.loads(proc.stdout)
+
+    t0 = time.perf_counter()
+    exact = ExactScorer(g)
+    t_exact_build = time.perf_counter() - t0
+    result = {
+        "names": len(g),
+        "queries": len(queries),
+        "reopen_s": child["reopen_s"],
+        "rss_open_mb": child["rss_open_mb"],
+        "rss_mb": child["rss_mb"],
+        "exact_build_s": round(t_exact_build, 1),
+    }
+    for name, run in child["runs"].items():
+        vecs = [sparse.SparseVector(*v) for v in run["vectors"]]
+        t0 = time.perf_counter()
+        exact_ids = [exact.top(v, 10) for v in vecs]
+        exact_qps = len(vecs) / (time.perf_counter() - t0)
+        agree = np.mean([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(run["ids"], exact_ids)])
+        recall10 = np.mean([t in ids for t, ids in zip(targets, run["ids"])])
+        recall1 = np.mean([bool(ids) and ids[0] == t for t, ids in zip(targets, run["ids"])])
+        prefix = "sparse" if name == "pruned" else f"sparse_{name}"
+        result.update(
+            {
+                f"{prefix}_qps": run["qps"],
+                f"{prefix}_batch64_qps": run["batch64_qps"],
+                f"{prefix}_p50_ms": run["p50_ms"],
+                f"{prefix}_p95_ms": run["p95_ms"],
+                f"{prefix}_terms": run["mean_terms"],
+                f"{prefix}_recall1": round(float(recall1), 4),
+                f"{prefix}_recall10": round(float(recall10), 4),
+                f"{prefix}_exact_qps": round(exact_qps, 1),
+                f"{prefix}_top10_agreement": round(float(agree), 4),
+            }
+        )
+    result["exact_qps"] = result["sparse_exact_qps"]
+    result["top10_agreement"] = result["sparse_top10_agreement"]
+    return result
+
+
+def run(what: str, limit: int | None = None, n_queries: int = 2000, s: Settings | None = None) -> dict:
+    s = s or default_settings
+    out: dict = {}
+    if what in ("index", "all"):
+        out.update(bench_index(limit, s))
+    if what in ("query", "all"):
+        out.update(bench_query(limit, n_queries, s))
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
+if __name__ == "__main__":
+    _serve_queries(sys.argv[1])

@@ -1,0 +1,528 @@
+"""The street index in Qdrant: one schema, two engines.
+
+- embedded (default): qdrant-edge, Qdrant's own engine in-process, persisted under ``settings.index_dir``;
+- server or cluster: qdrant-client against ``settings.qdrant_url`` (``:memory:`` or ``path:<dir>`` select
+  qdrant-client's local mode, which is only a test double for the server path: far too slow to serve).
+
+Schema: named dense vector ``dense`` (cosine, HNSW), named sparse vector ``sparse`` (IDF modifier), payload
+``{"name", "countries", "id"}``. Point 0 carries the build manifest, so an index describes itself and a
+half-built index is never used silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import gazetteer as gz
+from . import sparse
+from .settings import Settings, settings as default_settings
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SPARSE_VERSION = "char1-3-pad-mmh3-v1"
+MANIFEST_ID = 0  # stable_id() never yields 0 in practice (2^-63)
+DENSE, SPARSE = "dense", "sparse"
+
+
+class IndexNotReady(RuntimeError):
+    """The index is missing, still building, or was built from other data. The message says which."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    name: str
+    countries: tuple[str, ...]
+
+
+@dataclass
+class Manifest:
+    schema: int = SCHEMA_VERSION
+    gazetteer: str = ""  # fingerprint of the gazetteer (file hash + limit + column)
+    sparse: str = SPARSE_VERSION
+    n_points: int = 0
+    state: str = "building"  # building | ready
+    points_done: int = 0
+    dense_model: str = ""  # fingerprint of the model whose vectors fill the dense slot ("" = none)
+    dense_done: int = 0
+    built_at: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+# --- engines -------------------------------------------------------------------------------------------
+
+
+class EdgeEngine:
+    """qdrant-edge shard in a local folder."""
+
+    kind = "edge"
+
+    def __init__(self, path: Path, dim: int, s: Settings):
+        import qdrant_edge as qe
+
+        self.qe, self.path, self.dim, self.s = qe, Path(path), dim, s
+        self.shard = None
+
+    def _config(self):
+        qe, s = self.qe, self.s
+        return qe.EdgeConfig(
+            vectors={
+                DENSE: qe.EdgeVectorParams(
+                    size=self.dim,
+                    distance=qe.Distance.Cosine,
+                    hnsw_config=qe.HnswIndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, full_scan_threshold=10000),
+                )
+            },
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            payload_memory=qe.Memory.Cold,
+        )
+
+    def exists(self) -> bool:
+        return self.path.exists() and any(self.path.iterdir())
+
+    def open(self, create: bool = False) -> None:
+        if self.shard is not None:
+            return
+        if self.exists():
+            self.shard = self.qe.EdgeShard.load(str(self.path))
+        elif create:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.shard = self.qe.EdgeShard.create(str(self.path), self._config())
+        else:
+            raise IndexNotReady(f"no index at {self.path}: run `python -m sle index`")
+
+    def drop(self) -> None:
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def close(self) -> None:
+        if self.shard is not None:
+            self.shard.close()
+            self.shard = None
+
+    def _point(self, id: int, vectors: dict, payload: dict | None):
+        qe = self.qe
+        vec = {}
+        for k, v in vectors.items():
+            vec[k] = qe.SparseVector(v.indices, v.values) if isinstance(v, sparse.SparseVector) else list(map(float, v))
+        return qe.Point(id, vec, payload)
+
+    def upsert(self, points: list[tuple[int, dict, dict | None]]) -> None:
+        self.shard.update(self.qe.UpdateOperation.upsert_points([self._point(*p) for p in points]))
+
+    def set_dense(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        qe = self.qe
+        pv = [qe.PointVectors(int(i), {DENSE: v}) for i, v in zip(ids, vectors.tolist())]
+        self.shard.update(qe.UpdateOperation.update_vectors(pv))
+
+    def flush(self) -> None:
+        self.shard.flush()
+
+    def optimize(self) -> None:
+        self.shard.optimize()
+
+    def count(self) -> int:
+        return self.shard.info().points_count
+
+    def get_payload(self, id: int) -> dict | None:
+        recs = self.shard.retrieve([id], with_payload=True, with_vector=False)
+        return recs[0].payload if recs else None
+
+    def set_payload(self, id: int, payload: dict) -> None:
+        self.shard.update(self.qe.UpdateOperation.upsert_points([self.qe.Point(id, {}, payload)]))
+
+    def _request(self, q):
+        qe = self.qe
+        kind, vec, limit = q["kind"], q["vector"], q["limit"]
+        params = qe.SearchParams(hnsw_ef=self.s.hnsw_ef) if kind == DENSE else None
+        if kind == SPARSE:
+            query = qe.Query.Nearest(qe.SparseVector(vec.indices, vec.values), using=SPARSE)
+            return qe.QueryRequest(limit=limit, query=query, with_payload=True, params=params)
+        if kind == DENSE:
+            query = qe.Query.Nearest([float(x) for x in vec], using=DENSE)
+            return qe.QueryRequest(limit=limit, query=query, with_payload=True, params=params)
+        # hybrid: q["parts"] are (kind, vector) pairs fused server-side
+        prefetches = []
+        for part_kind, part_vec in q["parts"]:
+            if part_kind == SPARSE:
+                pq = qe.Query.Nearest(qe.SparseVector(part_vec.indices, part_vec.values), using=SPARSE)
+                prefetches.append(qe.Prefetch(limit=q["depth"], query=pq))
+            else:
+                pq = qe.Query.Nearest([float(x) for x in part_vec], using=DENSE)
+                prefetches.append(qe.Prefetch(limit=q["depth"], query=pq, params=qe.SearchParams(hnsw_ef=self.s.hnsw_ef)))
+        fusion = qe.Fusion.Dbsf() if q["fusion"] == "dbsf" else qe.Fusion.Rrf(k=q["rrf_k"], weights=q.get("weights"))
+        return qe.QueryRequest(limit=limit, query=fusion, prefetches=prefetches, with_payload=True)
+
+    def query_batch(self, queries: list[dict]) -> list[list[Hit]]:
+        reqs = [self._request(q) for q in queries]
+        if len(reqs) == 1:
+            results = [self.shard.query(reqs[0])]
+        else:
+            results = self.shard.query_batch(self.qe.QueryBatchRequest(reqs))
+        return [[_hit(p.id, p.score, p.payload) for p in res] for res in results]
+
+
+class ServerEngine:
+    """A Qdrant server or cluster through qdrant-client (``:memory:``/``path:`` = local test double)."""
+
+    kind = "server"
+
+    def __init__(self, url: str, collection: str, dim: int, s: Settings):
+        from qdrant_client import QdrantClient, models
+
+        self.models, self.collection, self.dim, self.s = models, collection, dim, s
+        if url == ":memory:":
+            self.client = QdrantClient(location=":memory:")
+        elif url.startswith("path:"):
+            self.client = QdrantClient(path=url[5:])
+        else:
+            self.client = QdrantClient(url=url, api_key=s.qdrant_api_key or None, timeout=120)
+
+    def exists(self) -> bool:
+        return self.client.collection_exists(self.collection)
+
+    def open(self, create: bool = False) -> None:
+        if self.exists():
+            return
+        if not create:
+            raise IndexNotReady(f"no collection {self.collection!r} on {self.s.qdrant_url}: run `python -m sle index`")
+        m, s = self.models, self.s
+        self.client.create_collection(
+            self.collection,
+            vectors_config={
+                DENSE: m.VectorParams(
+                    size=self.dim,
+                    distance=m.Distance.COSINE,
+                    hnsw_config=m.HnswConfigDiff(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct),
+                )
+            },
+            sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+            shard_number=s.shard_number,
+            replication_factor=s.replication_factor,
+            on_disk_payload=True,
+        )
+
+    def drop(self) -> None:
+        if self.exists():
+            self.client.delete_collection(self.collection)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _point(self, id: int, vectors: dict, payload: dict | None):
+        m = self.models
+        vec = {}
+        for k, v in vectors.items():
+            vec[k] = m.SparseVector(indices=v.indices, values=v.values) if isinstance(v, sparse.SparseVector) else list(map(float, v))
+        return m.PointStruct(id=id, vector=vec, payload=payload or {})
+
+    def upsert(self, points: list[tuple[int, dict, dict | None]]) -> None:
+        self.client.upload_points(
+            self.collection,
+            [self._point(*p) for p in points],
+            batch_size=min(len(points), 512),
+            parallel=self.s.upload_parallel,
+            wait=True,
+        )
+
+    def set_dense(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        m = self.models
+        pv = [m.PointVectors(id=int(i), vector={DENSE: v}) for i, v in zip(ids, vectors.tolist())]
+        self.client.update_vectors(self.collection, pv, wait=True)
+
+    def flush(self) -> None:
+        pass  # the server persists on its own (WAL)
+
+    def optimize(self) -> None:
+        pass  # the server's optimizers run in the background
+
+    def count(self) -> int:
+        return self.client.count(self.collection, exact=True).count
+
+    def get_payload(self, id: int) -> dict | None:
+        recs = self.client.retrieve(self.collection, [id], with_payload=True)
+        return recs[0].payload if recs else None
+
+    def set_payload(self, id: int, payload: dict) -> None:
+        self.client.upsert(self.collection, [self.models.PointStruct(id=id, vector={}, payload=payload)], wait=True)
+
+    def _request(self, q):
+        m = self.models
+        kind, vec, limit = q["kind"], q["vector"], q["limit"]
+        if kind == SPARSE:
+            return m.QueryRequest(query=m.SparseVector(indices=vec.indices, values=vec.values), using=SPARSE, limit=limit, with_payload=True)
+        if kind == DENSE:
+            return m.QueryRequest(
+                query=[float(x) for x in vec], using=DENSE, limit=limit, with_payload=True, params=m.SearchParams(hnsw_ef=self.s.hnsw_ef)
+            )
+        prefetch = []
+        for part_kind, part_vec in q["parts"]:
+            if part_kind == SPARSE:
+                prefetch.append(m.Prefetch(query=m.SparseVector(indices=part_vec.indices, values=part_vec.values), using=SPARSE, limit=q["depth"]))
+            else:
+                prefetch.append(m.Prefetch(query=[float(x) for x in part_vec], using=DENSE, limit=q["depth"]))
+        if q["fusion"] == "dbsf":
+            query = m.FusionQuery(fusion=m.Fusion.DBSF)
+        else:
+            query = m.RrfQuery(rrf=m.Rrf(k=q["rrf_k"], weights=q.get("weights")))
+        return m.QueryRequest(prefetch=prefetch, query=query, limit=limit, with_payload=True)
+
+    def query_batch(self, queries: list[dict]) -> list[list[Hit]]:
+        res = self.client.query_batch_points(self.collection, [self._request(q) for q in queries])
+        return [[_hit(p.id, p.score, p.payload) for p in r.points] for r in res]
+
+
+def _hit(id, score, payload) -> Hit:
+    payload = payload or {}
+    return Hit(id=int(id), score=float(score), name=payload.get("name", ""), countries=tuple(payload.get("countries", ())))
+
+
+# --- the index ------------------------------------------------------------------------------------------
+
+
+class Index:
+    """Open with :func:`open_index`; search with :meth:`search_sparse`, :meth:`search_dense`, :meth:`hybrid`."""
+
+    def __init__(self, engine, manifest: Manifest, docfreq: sparse.DocFreq | None, s: Settings):
+        self.engine, self.manifest, self.docfreq, self.s = engine, manifest, docfreq, s
+
+    @property
+    def has_dense(self) -> bool:
+        return bool(self.manifest.dense_model) and self.manifest.dense_done >= self.manifest.n_points
+
+    def __len__(self) -> int:
+        return self.manifest.n_points
+
+    def sparse_query(self, text: str) -> sparse.SparseVector:
+        return sparse.encode_query(text, self.docfreq, self.s.sparse_query_max_df, self.s.sparse_query_unigrams)
+
+    def search_sparse(self, texts: Sequence[str], k: int = 10) -> list[list[Hit]]:
+        """Sparse n-gram search for each text."""
+        return self.engine.query_batch([{"kind": SPARSE, "vector": self.sparse_query(t), "limit": k} for t in texts])
+
+    def search_sparse_vectors(self, vectors: Sequence[sparse.SparseVector], k: int = 10) -> list[list[Hit]]:
+        return self.engine.query_batch([{"kind": SPARSE, "vector": v, "limit": k} for v in vectors])
+
+    def search_dense(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """Dense search for each (normalised) row of ``vectors``."""
+        if not self.has_dense:
+            raise IndexNotReady("the index has no dense vectors yet: train or install a dense model, then `python -m sle index`")
+        return self.engine.query_batch([{"kind": DENSE, "vector": v, "limit": k} for v in np.atleast_2d(vectors)])
+
+    def hybrid(
+        self,
+        parts: list[tuple[str, object]],
+        k: int = 10,
+        fusion: str = "rrf",
+        rrf_k: int = 2,
+        depth: int = 40,
+        weights: list[float] | None = None,
+    ) -> list[Hit]:
+        """Fuse several searches inside Qdrant (prefetch + RRF or DBSF). ``parts``: ("sparse", SparseVector)
+        or ("dense", vector) pairs."""
+        q = {"kind": "hybrid", "parts": parts, "limit": k, "fusion": fusion, "rrf_k": rrf_k, "depth": depth, "weights": weights}
+        return self.engine.query_batch([q])[0]
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def make_engine(s: Settings | None = None, dim: int | None = None):
+    s = s or default_settings
+    dim = dim or s.dense_dim
+    if s.qdrant_url:
+        return ServerEngine(s.qdrant_url, s.collection, dim, s)
+    return EdgeEngine(s.index_dir / s.collection, dim, s)
+
+
+def _read_manifest(engine) -> Manifest | None:
+    payload = engine.get_payload(MANIFEST_ID)
+    if not payload or "manifest" not in payload:
+        return None
+    data = json.loads(payload["manifest"])
+    known = {k: v for k, v in data.items() if k in Manifest.__dataclass_fields__}
+    return Manifest(**known)
+
+
+def _write_manifest(engine, m: Manifest) -> None:
+    engine.set_payload(MANIFEST_ID, {"manifest": json.dumps(m.__dict__)})
+
+
+def _docfreq_path(s: Settings, fingerprint: str) -> Path:
+    return s.index_dir / f"docfreq-{fingerprint[:16]}.npz"
+
+
+def open_index(s: Settings | None = None, require_ready: bool = True) -> Index:
+    """Open the built index. Raises :class:`IndexNotReady` (with the build progress) if it is not usable."""
+    s = s or default_settings
+    engine = make_engine(s)
+    engine.open(create=False)
+    m = _read_manifest(engine)
+    if m is None:
+        engine.close()
+        raise IndexNotReady("the index has no manifest (interrupted at creation?): run `python -m sle index`")
+    if require_ready and not m.ready:
+        engine.close()
+        raise IndexNotReady(f"the index is still building: {m.points_done:,}/{m.n_points:,} names; run `python -m sle index` to finish it")
+    dfp = _docfreq_path(s, m.gazetteer)
+    docfreq = sparse.DocFreq.load(dfp) if dfp.exists() else None
+    if docfreq is None and s.sparse_query_max_df < 1.0:
+        log.warning("no n-gram document frequencies at %s: sparse queries are not pruned (slower)", dfp)
+    return Index(engine, m, docfreq, s)
+
+
+def build_status(s: Settings | None = None) -> Manifest | None:
+    """The manifest of the index as it is on disk (None if there is none); never raises for a half-built one."""
+    s = s or default_settings
+    engine = make_engine(s)
+    try:
+        engine.open(create=False)
+        return _read_manifest(engine)
+    except IndexNotReady:
+        return None
+    finally:
+        engine.close()
+
+
+def gazetteer_fingerprint(g: gz.Gazetteer, limit: int | None, column: str | None) -> str:
+    h = hashlib.sha256(f"{g.fingerprint}|{limit}|{column}|{SPARSE_VERSION}|{len(g)}".encode())
+    return h.hexdigest()
+
+
+def dense_model_path(s: Settings) -> Path | None:
+    """The local folder of the dense model named by ``settings.dense_model``, or None if there is none."""
+    p = Path(s.dense_model)
+    if not p.is_absolute():
+        p = s.models_dir / s.dense_model
+    return p if (p / "modules.json").exists() else None
+
+
+def _folder_fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        if f.is_file() and f.suffix != ".md":
+            h.update(f.relative_to(path).as_posix().encode())
+            h.update(gz.file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def _payload(e: gz.Entry) -> dict:
+    return {"name": e.name, "countries": list(e.countries), "id": e.id}
+
+
+def build(
+    gazetteer_path: str | Path | None = None,
+    column: str | None = None,
+    limit: int | None = None,
+    rebuild: bool = False,
+    dense: bool = True,
+    s: Settings | None = None,
+    progress: bool = True,
+    on_progress=None,
+) -> str:
+    """Build or refresh the index; idempotent (same gazetteer and model: nothing to do) and resumable.
+
+    ``on_progress(done, total, what)`` is called after each batch (the app shows it). Returns a summary line.
+    """
+    s = s or default_settings
+    t0 = time.perf_counter()
+    g = gz.load(gazetteer_path, column=column, limit=limit, settings=s)
+    fp = gazetteer_fingerprint(g, limit, column)
+    model = None
+    dense_fp = ""
+    if dense:
+        model = dense_model_path(s)
+        dense_fp = _folder_fingerprint(model) if model else ""
+
+    engine = make_engine(s)
+    if rebuild:
+        engine.drop()
+    engine.open(create=True)
+    m = _read_manifest(engine)
+    if m is not None and (m.gazetteer != fp or m.schema != SCHEMA_VERSION or m.sparse != SPARSE_VERSION):
+        log.warning("index was built from other data: rebuilding")
+        engine.drop()
+        engine.open(create=True)
+        m = None
+    if m is not None and m.ready and (m.dense_model == dense_fp or not dense):
+        engine.close()
+        return f"index up to date: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind})"
+    if m is None:
+        m = Manifest(gazetteer=fp, n_points=len(g))
+        _write_manifest(engine, m)
+
+    entries = g.entries
+    B = s.upload_batch
+    dfp = _docfreq_path(s, fp)
+    need_df = not dfp.exists()
+    if m.points_done < len(entries) or need_df:
+        df_counts: Counter[int] | None = Counter() if need_df else None
+        bar = tqdm(total=len(entries), initial=m.points_done, desc="sparse", unit="name", disable=not progress)
+        # Document frequencies need every name; names already uploaded are re-encoded (cheap) but not re-sent.
+        start = 0 if need_df else m.points_done
+        for i in range(start, len(entries), B):
+            batch = entries[i : i + B]
+            vecs = [sparse.encode(e.key) for e in batch]
+            if df_counts is not None:
+                for v in vecs:
+                    df_counts.update(v.indices)
+            if i + len(batch) <= m.points_done:
+                continue
+            engine.upsert([(e.id, {SPARSE: v}, _payload(e)) for e, v in zip(batch, vecs)])
+            m.points_done = i + len(batch)
+            bar.update(len(batch))
+            if on_progress:
+                on_progress(m.points_done, len(entries), "sparse")
+            if (i // B) % 20 == 19:  # checkpoint: flush, then record progress
+                engine.flush()
+                _write_manifest(engine, m)
+        bar.close()
+        engine.flush()
+        _write_manifest(engine, m)
+        if df_counts is not None:
+            dfp.parent.mkdir(parents=True, exist_ok=True)
+            sparse.DocFreq.from_counter(df_counts, len(entries)).save(dfp)
+
+    if model is not None and (m.dense_model != dense_fp or m.dense_done < len(entries)):
+        from . import encoder
+
+        if m.dense_model != dense_fp:
+            m.dense_model, m.dense_done = dense_fp, 0
+        enc = encoder.load_encoder(str(model))
+        bar = tqdm(total=len(entries), initial=m.dense_done, desc="dense", unit="name", disable=not progress)
+        DB = max(B, 4096)
+        for i in range(m.dense_done, len(entries), DB):
+            batch = entries[i : i + DB]
+            vecs = encoder.embed(enc, [e.key for e in batch])
+            engine.set_dense([e.id for e in batch], vecs)
+            m.dense_done = i + len(batch)
+            bar.update(len(batch))
+            if on_progress:
+                on_progress(m.dense_done, len(entries), "dense")
+            engine.flush()
+            _write_manifest(engine, m)
+        bar.close()
+
+    engine.optimize()
+    m.state, m.built_at = "ready", time.time()
+    _write_manifest(engine, m)
+    engine.flush()
+    engine.close()
+    return f"index ready: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind}) in {time.perf_counter() - t0:.1f} s"

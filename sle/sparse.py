@@ -1,0 +1,139 @@
+"""The sparse baseline: a bag of character 1-3-grams with ``^``/``$`` padding, hashed to uint32 indices.
+
+Documents keep every n-gram (counts as values; Qdrant applies IDF at query time). Queries drop the
+n-grams that occur in many names: their IDF is near zero, so they barely move the ranking, but their
+posting lists are long and make search slow (measured in docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import mmh3
+import numpy as np
+
+from .text import normalize
+
+N_MAX = 3
+BOS, EOS = "^", "$"
+
+
+def ngrams(text: str, n_max: int = N_MAX) -> list[str]:
+    """Character n-grams (n = 1..n_max) of ``normalize(text)``; n-grams of order n get n-1 pad marks.
+
+    >>> ngrams("ab")
+    ['a', 'b', '^a', 'ab', 'b$', '^^a', '^ab', 'ab$', 'b$$']
+    """
+    text = normalize(text)
+    if not text:
+        return []
+    grams = list(text)
+    for n in range(2, n_max + 1):
+        padded = BOS * (n - 1) + text + EOS * (n - 1)
+        grams.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+    return grams
+
+
+def term_id(gram: str) -> int:
+    """uint32 index of an n-gram: MurmurHash3 (seed 0), as fastembed hashes its sparse tokens."""
+    return mmh3.hash(gram, signed=False)
+
+
+_ids: dict[str, int] = {}
+
+
+def _term_id_cached(gram: str) -> int:
+    i = _ids.get(gram)
+    if i is None:
+        i = _ids[gram] = term_id(gram)
+    return i
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _vector(grams: list[str]) -> SparseVector:
+    acc: dict[int, float] = {}
+    for g, n in Counter(grams).items():
+        i = _term_id_cached(g)
+        acc[i] = acc.get(i, 0.0) + n  # two n-grams may share a hash; Qdrant wants unique indices
+    indices = sorted(acc)
+    return SparseVector(indices, [acc[i] for i in indices])
+
+
+def encode(text: str) -> SparseVector:
+    """Document vector: every n-gram, its count as value, indices sorted."""
+    return _vector(ngrams(text))
+
+
+class DocFreq:
+    """How many names contain each n-gram index; decides which query n-grams to drop."""
+
+    def __init__(self, ids: np.ndarray, counts: np.ndarray, n_docs: int):
+        order = np.argsort(ids)
+        self.ids = ids[order].astype(np.uint32)
+        self.counts = counts[order].astype(np.int64)
+        self.n_docs = int(n_docs)
+
+    @classmethod
+    def from_vectors(cls, vectors: Iterable[SparseVector]) -> "DocFreq":
+        df: Counter[int] = Counter()
+        n = 0
+        for v in vectors:
+            df.update(v.indices)
+            n += 1
+        return cls.from_counter(df, n)
+
+    @classmethod
+    def from_counter(cls, df: Counter, n_docs: int) -> "DocFreq":
+        ids = np.fromiter(df.keys(), dtype=np.uint32, count=len(df))
+        counts = np.fromiter(df.values(), dtype=np.int64, count=len(df))
+        return cls(ids, counts, n_docs)
+
+    def fraction(self, indices: Iterable[int]) -> np.ndarray:
+        """Fraction of names containing each index (0 for unseen indices)."""
+        q = np.asarray(list(indices), dtype=np.uint32)
+        pos = np.searchsorted(self.ids, q)
+        pos = np.minimum(pos, len(self.ids) - 1)
+        hit = self.ids[pos] == q if len(self.ids) else np.zeros(len(q), bool)
+        return np.where(hit, self.counts[pos], 0) / max(self.n_docs, 1)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, ids=self.ids, counts=self.counts, n_docs=self.n_docs)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "DocFreq":
+        with np.load(path) as z:
+            return cls(z["ids"], z["counts"], int(z["n_docs"]))
+
+
+def encode_query(
+    text: str,
+    df: DocFreq | None = None,
+    max_df: float = 1.0,
+    unigrams: bool = True,
+) -> SparseVector:
+    """Query vector: like :func:`encode`, minus unigrams (unless ``unigrams``) and minus n-grams found in
+    more than ``max_df`` of the names. If pruning would leave nothing, the rarest n-grams are kept."""
+    grams = ngrams(text)
+    if not unigrams:
+        grams = [g for g in grams if len(g) > 1] or grams
+    vec = _vector(grams)
+    if df is None or max_df >= 1.0 or not vec.indices:
+        return vec
+    frac = df.fraction(vec.indices)
+    keep = frac <= max_df
+    if not keep.any():
+        keep = frac <= np.sort(frac)[min(2, len(frac) - 1)]
+    return SparseVector([i for i, k in zip(vec.indices, keep) if k], [v for v, k in zip(vec.values, keep) if k])
