@@ -86,11 +86,81 @@ def _run_bench(args) -> int:
     return 0
 
 
+# --- transcribe / synth (speech) -------------------------------------------------------------------------
+
+
+def _add_transcribe(sub) -> None:
+    p = sub.add_parser("transcribe", help="transcribe an audio file with both recognisers of the ASR profile")
+    p.add_argument("audio", help="audio file (wav, flac, mp3, ogg/opus, webm, ...)")
+    p.add_argument("--profile", help="auto | default | offline | comma-separated specs (default: settings.asr_profile)")
+    p.add_argument("--language", help="language hint for recognisers that detect it (de, nl, sv, fr)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run_transcribe)
+
+
+def _run_transcribe(args) -> int:
+    from . import asr, audio
+
+    try:
+        samples = audio.load_audio(args.audio)
+    except audio.AudioError as e:
+        print(f"sle transcribe: {e}", file=sys.stderr)
+        return 2
+    try:
+        prof = asr.profile(args.profile)
+    except (asr.ASRUnavailable, ValueError) as e:
+        print(f"sle transcribe: {e}", file=sys.stderr)
+        return 3
+    transcripts = asr.transcribe_many(prof.transcribers, [samples], [args.language])
+    transcripts = [ts[0] for ts in transcripts]
+    if args.json:
+        _print_json(
+            {
+                "audio": args.audio,
+                "transcripts": [
+                    {"recognizer": t.recognizer, "text": t.text, "language": t.language, "seconds": t.seconds} for t in transcripts
+                ],
+                "profile": prof.name,
+                "fallback_reason": prof.fallback_reason or None,
+            }
+        )
+    else:
+        if prof.fallback_reason:
+            print(f"note: {prof.fallback_reason}", file=sys.stderr)
+        for t in transcripts:
+            print(f"{t.recognizer:24s} [{t.language or '?'}] {t.text}")
+    return 0
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="generate synthetic (name, transcript) pairs (resumable) or their data card")
+    p.add_argument("--split", default="all", choices=["validation", "train", "test", "all"])
+    p.add_argument("--limit", type=int, help="at most N names per split (quick runs)")
+    p.add_argument("--workers", type=int, default=2, help="processes, each with its own model on one thread")
+    p.add_argument("--profile", help="recogniser profile (default: settings.asr_profile)")
+    p.add_argument("--part-size", type=int, default=500, help="names per written part")
+    p.add_argument("--out", help="output folder (default: settings.synthetic_dir)")
+    p.add_argument("--card", action="store_true", help="recompute data/synthetic/README.md from the parts instead")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args) -> int:
+    from . import synth
+
+    if args.card:
+        path = synth.write_card(root=args.out)
+        print(path)
+        return 0
+    report = synth.run(split=args.split, limit=args.limit, workers=args.workers, profile=args.profile, part_size=args.part_size, root=args.out)
+    _print_json(report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sle", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_index, _add_search, _add_bench):
+    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth):
         add(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

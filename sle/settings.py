@@ -49,6 +49,30 @@ class Settings:
     hnsw_ef_construct: int = 100
     hnsw_ef: int = 64
 
+    # --- speech ----------------------------------------------------------------------------------------
+    # Recogniser profile: "auto" (default pair, else the offline pair, loudly), "default", "offline",
+    # or comma-separated specs ("whisper:base,whisper:base@en"). See sle/asr.py and docs/speech.md.
+    asr_profile: str = "auto"
+    asr_offline: bool = False  # never try the model hub
+    asr_device: str = "auto"  # auto | cpu | cuda
+    asr_compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
+    asr_cpu_threads: int = 0  # 0: CTranslate2's default
+    asr_languages: str = "de,nl,sv,fr"  # languages Whisper may detect (the gazetteer's countries speak these)
+    asr_window_seconds: float = 10.0  # mel window for clips that fit (Whisper's own is 30 s; see docs/speech.md)
+    asr_beam_size: int = 5
+    asr_max_tokens: int = 48  # a street name is short; longer decodings are loops
+    asr_batch_size: int = 8
+    max_audio_seconds: float = 30.0
+    max_audio_bytes: int = 20_000_000
+    silence_rms: float = 0.001  # below this RMS (and peak below silence_peak) audio counts as silent
+    silence_peak: float = 0.01
+    tts_rate: int = 16000
+
+    # --- dense ---------------------------------------------------------------------------------------
+    dense_batch_size: int = 256  # names per encoder batch (length-sorted inside sentence-transformers)
+    dense_threads: int = 0  # torch CPU threads for the encoder; 0 = torch's default (all cores)
+    dense_backbone: str = "byt5-tiny"  # preset (offline, from scratch) or hub name, e.g. google/byt5-small
+
     # --- limits ----------------------------------------------------------------------------------------
     top_k: int = 10
     rerank_depth: int = 40
