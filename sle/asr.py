@@ -4,8 +4,10 @@ Spec strings name a recogniser honestly:
 
 - ``whisper:<model>``: a Whisper model through faster-whisper (``base``, ``large-v3-turbo``, a hub id or a local
   CTranslate2 folder), decoding in the language it detects among ``settings.asr_languages``;
+- ``whisper:<model>@lang2``: the same model decoding in the next most likely of those languages (its errors differ
+  from ``whisper:base``'s; the offline profile's second recogniser, chosen by measurement, see docs/speech.md);
 - ``whisper:<model>@<lang>``: the same model forced to decode in ``<lang>`` (``whisper:base@en`` spells German sounds
-  the English way, so its errors differ from ``whisper:base``);
+  the English way);
 - ``parakeet:<name or path.nemo>``: an NVIDIA NeMo ASR model;
 - a bare local path: a CTranslate2 Whisper folder, or a ``.nemo`` file.
 
@@ -185,15 +187,15 @@ class WhisperEngine:
         feats, _ = self.features(audios)
         return self.whisper.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=False)
 
-    def detect_languages(self, encoded) -> list[str]:
-        """Most likely language per clip among the allowed ones (street names come from a few countries only)."""
+    def detect_languages(self, encoded) -> list[list[str]]:
+        """Allowed languages per clip, most likely first (street names come from a few countries only)."""
         if not self.whisper.model.is_multilingual:
-            return ["en"] * encoded.shape[0]
+            return [["en"]] * encoded.shape[0]
         out = []
         for probs in self.whisper.model.detect_language(encoded):
             scores = {tok[2:-2]: p for tok, p in probs}
             pool = self.allowed_languages or list(scores)
-            out.append(max(pool, key=lambda lang: scores.get(lang, 0.0)))
+            out.append(sorted(pool, key=lambda lang: -scores.get(lang, 0.0)))
         return out
 
     def decode(self, encoded, languages: Sequence[str]) -> list[str]:
@@ -258,22 +260,35 @@ def whisper_engine(model: str, s: Settings = default_settings) -> WhisperEngine:
 
 
 class WhisperTranscriber:
-    """A Whisper recogniser: detected language among the allowed ones, or one forced language."""
+    """A Whisper recogniser decoding in one of three ways (the ``@`` part of its spec):
 
-    def __init__(self, spec: str, model: str, force_language: str | None = None, s: Settings = default_settings):
+    - none: the language hint, else the most likely allowed language;
+    - ``@lang2``: the next most likely allowed language (German audio spelled the Dutch way, ...), whose errors
+      differ from the first recogniser's; the offline profile's second recogniser (see docs/speech.md);
+    - ``@<code>``: one forced language, e.g. ``@en``.
+    """
+
+    def __init__(self, spec: str, model: str, language: str | None = None, s: Settings = default_settings):
         self.spec = spec
         self.model = model
-        self.force_language = force_language
+        self.language_rank = 1 if language == "lang2" else 0
+        self.force_language = None if language in (None, "", "lang2") else language
         self.settings = s
         self.engine = whisper_engine(model, s)
 
-    def languages_for(self, encoded, hints: Sequence[str | None]) -> list[str]:
+    def languages_for(self, ranked: Sequence[Sequence[str]] | None, hints: Sequence[str | None]) -> list[str]:
+        """Decoding language per clip, from the ranked detections (None when every clip has a hint)."""
         if self.force_language:
             return [self.force_language] * len(hints)
-        if all(hints):
-            return list(hints)  # type: ignore[arg-type]
-        detected = self.engine.detect_languages(encoded)
-        return [h or d for h, d in zip(hints, detected)]
+        out = []
+        for j, hint in enumerate(hints):
+            order = list(ranked[j]) if ranked is not None else []
+            if hint:
+                order = [hint] + [x for x in order if x != hint]
+            if not order:
+                order = [hint or "en"]
+            out.append(order[min(self.language_rank, len(order) - 1)])
+        return out
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
         return self.transcribe_batch([audio], [language])[0]
@@ -358,7 +373,7 @@ def _make(spec: str, s: Settings) -> Transcriber:
 
 PROFILES: dict[str, tuple[str, ...]] = {
     "default": ("whisper:large-v3-turbo", "parakeet:nvidia/parakeet-tdt-0.6b-v3"),
-    "offline": ("whisper:base", "whisper:base@en"),
+    "offline": ("whisper:base", "whisper:base@lang2"),
 }
 
 
@@ -437,12 +452,11 @@ def transcribe_many(
             for m in members:
                 t = transcribers[m]
                 t1 = time.perf_counter()
-                if t.force_language:  # type: ignore[attr-defined]
-                    langs = [t.force_language] * len(idx)  # type: ignore[attr-defined]
-                else:
-                    if detected is None and not all(hints[i] for i in idx):
-                        detected = engine.detect_languages(encoded)
-                    langs = [hints[i] or (detected[j] if detected else "") for j, i in enumerate(idx)]
+                batch_hints = [hints[i] for i in idx]
+                needs = not t.force_language and (t.language_rank > 0 or not all(batch_hints))  # type: ignore[attr-defined]
+                if needs and detected is None:
+                    detected = engine.detect_languages(encoded)
+                langs = t.languages_for(detected, batch_hints)  # type: ignore[attr-defined]
                 texts = engine.decode(encoded, langs)
                 per = (t_enc + time.perf_counter() - t1) / len(idx)
                 for i, lang, text in zip(idx, langs, texts):

@@ -17,6 +17,7 @@ import io
 import logging
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -213,7 +214,8 @@ def run(
     pending: dict[str, list[dict]] = defaultdict(list)
     pending_names: Counter = Counter()
     t_start = time.time()
-    bar = tqdm(total=len(todo), unit="name", disable=not progress, smoothing=0.05)
+    # in a log file (nohup) a bar line every 30 s is plenty
+    bar = tqdm(total=len(todo), unit="name", disable=not progress, smoothing=0.05, mininterval=1 if sys.stderr.isatty() else 30)
 
     def collect(rows: list[dict]) -> None:
         names_by_split: dict[str, set] = defaultdict(set)

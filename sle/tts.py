@@ -115,14 +115,15 @@ def telephone(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return signal.resample_poly(narrow, 2, 1)[: len(audio)].astype(np.float32)
 
 
-def reverb(audio: np.ndarray, rng: np.random.Generator, rt60: float | None = None) -> np.ndarray:
-    """Room reverberation from a synthetic impulse response (exponentially decaying noise)."""
+def reverb(audio: np.ndarray, rng: np.random.Generator, rt60: float | None = None, drr_db: float | None = None) -> np.ndarray:
+    """Room reverberation: direct sound plus an exponentially decaying noise tail at a direct-to-reverberant ratio."""
     rt60 = rt60 if rt60 is not None else rng.uniform(0.2, 0.6)
+    drr_db = drr_db if drr_db is not None else rng.uniform(0.0, 12.0)
     n = int(rt60 * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
-    ir[0] = 1.0
-    ir /= np.sqrt(np.sum(ir**2))
+    t = np.arange(1, n) / SAMPLE_RATE
+    tail = rng.standard_normal(n - 1) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail**2))
+    ir = np.concatenate([[1.0], tail])
     wet = signal.fftconvolve(audio, ir)[: len(audio) + n // 2]
     return wet.astype(np.float32)
 
