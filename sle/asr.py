@@ -217,10 +217,10 @@ class WhisperEngine:
         for lang, r in zip(languages, results):
             tokens = [t for t in r.sequences_ids[0] if t < self.tokenizer(lang).eot]
             text = self.tokenizer(lang).decode(tokens).strip()
-            # faster-whisper's silence rule: likely no speech and a low-confidence decoding -> nothing
-            n = max(1, len(tokens))
-            avg_logprob = r.scores[0] * n / (n + 1) if r.scores else 0.0  # as faster-whisper computes it (length_penalty 1)
-            if r.no_speech_prob > 0.6 and avg_logprob < -1.0:
+            # Whisper's no-speech token: on noise or silence it is likely (> 0.8 measured on white noise) while
+            # spoken names stay below 0.2; faster-whisper also asks for a low log-probability, but on noise the
+            # confident hallucinations ("MUZIEK", "Untertitel ...") pass that test, so the probability alone decides.
+            if r.no_speech_prob > s.asr_no_speech_threshold:
                 text = ""
             texts.append(_trim_repetition(text))
         return texts
