@@ -156,11 +156,46 @@ def _run_synth(args) -> int:
     return 0
 
 
+# --- train / embed (dense encoder) -----------------------------------------------------------------------
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the dense encoder (v0: MiniLM-mined negatives; v1: v0-mined, from v0)")
+    p.add_argument("--version", default="v0", choices=["v0", "v1"])
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--max-pairs", type=int, default=0, help="cap on training pairs (0: all)")
+    p.add_argument("--noise-names", type=int, help="train names corrupted into extra pairs (default 40000; 0: none)")
+    p.add_argument("--backbone", help="preset (byt5-micro, byt5-tiny, ...) or hub name such as google/byt5-small")
+    p.add_argument("--batch-size", type=int, help="pairs per batch (default 128)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", help="output folder (default models/dense-<version>)")
+    p.add_argument("--init-from", help="v1: model to start from and mine with (default models/dense-v0)")
+    p.add_argument("--eval-only", action="store_true", help="only print validation recall of --out (or the default model)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from . import train
+
+    if args.eval_only:
+        _print_json(train.evaluate(args.out or None))
+        return 0
+    cfg = train.TrainConfig(version=args.version, epochs=args.epochs, max_pairs=args.max_pairs, seed=args.seed,
+                            out=args.out or "", init_from=args.init_from or "", backbone=args.backbone or "")  # fmt: skip
+    for field, value in (("noise_names", args.noise_names), ("batch_size", args.batch_size), ("learning_rate", args.lr)):
+        if value is not None:
+            setattr(cfg, field, value)
+    info = train.train(cfg)
+    _print_json({"out": cfg.out or f"models/dense-{cfg.version}", "validation": info["validation"]})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sle", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth):
+    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth, _add_train):
         add(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
