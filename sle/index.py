@@ -311,7 +311,7 @@ class Index:
         return self.manifest.n_points
 
     def sparse_query(self, text: str) -> sparse.SparseVector:
-        return sparse.encode_query(text, self.docfreq, self.s.sparse_query_max_df, self.s.sparse_query_unigrams)
+        return sparse.encode_query(text, self.s.query_orders, self.docfreq, self.s.sparse_query_max_df)
 
     def search_sparse(self, texts: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """Sparse n-gram search for each text."""
@@ -452,77 +452,78 @@ def build(
         dense_fp = _folder_fingerprint(model) if model else ""
 
     engine = make_engine(s)
-    if rebuild:
-        engine.drop()
-    engine.open(create=True)
-    m = _read_manifest(engine)
-    if m is not None and (m.gazetteer != fp or m.schema != SCHEMA_VERSION or m.sparse != SPARSE_VERSION):
-        log.warning("index was built from other data: rebuilding")
-        engine.drop()
+    try:
+        if rebuild:
+            engine.drop()
         engine.open(create=True)
-        m = None
-    if m is not None and m.ready and (m.dense_model == dense_fp or not dense):
-        engine.close()
-        return f"index up to date: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind})"
-    if m is None:
-        m = Manifest(gazetteer=fp, n_points=len(g))
-        _write_manifest(engine, m)
+        m = _read_manifest(engine)
+        if m is not None and (m.gazetteer != fp or m.schema != SCHEMA_VERSION or m.sparse != SPARSE_VERSION):
+            log.warning("index was built from other data: rebuilding")
+            engine.drop()
+            engine.open(create=True)
+            m = None
+        if m is not None and m.ready and (m.dense_model == dense_fp or not dense):
+            return f"index up to date: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind})"
+        if m is None:
+            m = Manifest(gazetteer=fp, n_points=len(g))
+            _write_manifest(engine, m)
 
-    entries = g.entries
-    B = s.upload_batch
-    dfp = _docfreq_path(s, fp)
-    need_df = not dfp.exists()
-    if m.points_done < len(entries) or need_df:
-        df_counts: Counter[int] | None = Counter() if need_df else None
-        bar = tqdm(total=len(entries), initial=m.points_done, desc="sparse", unit="name", disable=not progress)
-        # Document frequencies need every name; names already uploaded are re-encoded (cheap) but not re-sent.
-        start = 0 if need_df else m.points_done
-        for i in range(start, len(entries), B):
-            batch = entries[i : i + B]
-            vecs = [sparse.encode(e.key) for e in batch]
-            if df_counts is not None:
-                for v in vecs:
-                    df_counts.update(v.indices)
-            if i + len(batch) <= m.points_done:
-                continue
-            engine.upsert([(e.id, {SPARSE: v}, _payload(e)) for e, v in zip(batch, vecs)])
-            m.points_done = i + len(batch)
-            bar.update(len(batch))
-            if on_progress:
-                on_progress(m.points_done, len(entries), "sparse")
-            if (i // B) % 20 == 19:  # checkpoint: flush, then record progress
-                engine.flush()
-                _write_manifest(engine, m)
-        bar.close()
-        engine.flush()
-        _write_manifest(engine, m)
-        if df_counts is not None:
-            dfp.parent.mkdir(parents=True, exist_ok=True)
-            sparse.DocFreq.from_counter(df_counts, len(entries)).save(dfp)
-
-    if model is not None and (m.dense_model != dense_fp or m.dense_done < len(entries)):
-        from . import encoder
-
-        if m.dense_model != dense_fp:
-            m.dense_model, m.dense_done = dense_fp, 0
-        enc = encoder.load_encoder(str(model))
-        bar = tqdm(total=len(entries), initial=m.dense_done, desc="dense", unit="name", disable=not progress)
-        DB = max(B, 4096)
-        for i in range(m.dense_done, len(entries), DB):
-            batch = entries[i : i + DB]
-            vecs = encoder.embed(enc, [e.key for e in batch])
-            engine.set_dense([e.id for e in batch], vecs)
-            m.dense_done = i + len(batch)
-            bar.update(len(batch))
-            if on_progress:
-                on_progress(m.dense_done, len(entries), "dense")
+        entries = g.entries
+        B = s.upload_batch
+        dfp = _docfreq_path(s, fp)
+        need_df = not dfp.exists()
+        if m.points_done < len(entries) or need_df:
+            df_counts: Counter[int] | None = Counter() if need_df else None
+            bar = tqdm(total=len(entries), initial=m.points_done, desc="sparse", unit="name", disable=not progress)
+            # Document frequencies need every name; names already uploaded are re-encoded (cheap) but not re-sent.
+            start = 0 if need_df else m.points_done
+            for i in range(start, len(entries), B):
+                batch = entries[i : i + B]
+                vecs = [sparse.encode(e.key) for e in batch]
+                if df_counts is not None:
+                    for v in vecs:
+                        df_counts.update(v.indices)
+                if i + len(batch) <= m.points_done:
+                    continue
+                engine.upsert([(e.id, {SPARSE: v}, _payload(e)) for e, v in zip(batch, vecs)])
+                m.points_done = i + len(batch)
+                bar.update(len(batch))
+                if on_progress:
+                    on_progress(m.points_done, len(entries), "sparse")
+                _write_manifest(engine, m)  # the WAL orders it after the batch, so a crash can't overstate progress
+                if (i // B) % 20 == 19:
+                    engine.flush()
+            bar.close()
             engine.flush()
             _write_manifest(engine, m)
-        bar.close()
+            if df_counts is not None:
+                dfp.parent.mkdir(parents=True, exist_ok=True)
+                sparse.DocFreq.from_counter(df_counts, len(entries)).save(dfp)
 
-    engine.optimize()
-    m.state, m.built_at = "ready", time.time()
-    _write_manifest(engine, m)
-    engine.flush()
-    engine.close()
-    return f"index ready: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind}) in {time.perf_counter() - t0:.1f} s"
+        if model is not None and (m.dense_model != dense_fp or m.dense_done < len(entries)):
+            from . import encoder
+
+            if m.dense_model != dense_fp:
+                m.dense_model, m.dense_done = dense_fp, 0
+            enc = encoder.load_encoder(str(model))
+            bar = tqdm(total=len(entries), initial=m.dense_done, desc="dense", unit="name", disable=not progress)
+            DB = max(B, 4096)
+            for i in range(m.dense_done, len(entries), DB):
+                batch = entries[i : i + DB]
+                vecs = encoder.embed(enc, [e.key for e in batch])
+                engine.set_dense([e.id for e in batch], vecs)
+                m.dense_done = i + len(batch)
+                bar.update(len(batch))
+                if on_progress:
+                    on_progress(m.dense_done, len(entries), "dense")
+                engine.flush()
+                _write_manifest(engine, m)
+            bar.close()
+
+        engine.optimize()
+        m.state, m.built_at = "ready", time.time()
+        _write_manifest(engine, m)
+        engine.flush()
+        return f"index ready: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind}) in {time.perf_counter() - t0:.1f} s"
+    finally:
+        engine.close()

@@ -1,8 +1,8 @@
 """The sparse baseline: a bag of character 1-3-grams with ``^``/``$`` padding, hashed to uint32 indices.
 
-Documents keep every n-gram (counts as values; Qdrant applies IDF at query time). Queries drop the
-n-grams that occur in many names: their IDF is near zero, so they barely move the ranking, but their
-posting lists are long and make search slow (measured in docs/benchmarks.md).
+Documents keep every n-gram (counts as values; Qdrant applies IDF at query time). Queries use the trigrams
+only by default: unigram and bigram posting lists are long (slow search) and they add more noise than
+signal to the ranking (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -120,15 +120,17 @@ class DocFreq:
 
 def encode_query(
     text: str,
+    orders: tuple[int, ...] = (3,),
     df: DocFreq | None = None,
     max_df: float = 1.0,
-    unigrams: bool = True,
 ) -> SparseVector:
-    """Query vector: like :func:`encode`, minus unigrams (unless ``unigrams``) and minus n-grams found in
-    more than ``max_df`` of the names. If pruning would leave nothing, the rarest n-grams are kept."""
-    grams = ngrams(text)
-    if not unigrams:
-        grams = [g for g in grams if len(g) > 1] or grams
+    """Query vector over the n-gram ``orders`` kept (trigrams by default), optionally minus n-grams found in
+    more than ``max_df`` of the names (if that would leave nothing, the three rarest are kept).
+
+    Trigrams alone find the right name more often than all 1-3-grams (their unigrams and bigrams mostly add
+    noise) and touch 13x fewer postings: docs/benchmarks.md has the figures.
+    """
+    grams = [g for g in ngrams(text) if len(g) in orders] or ngrams(text)
     vec = _vector(grams)
     if df is None or max_df >= 1.0 or not vec.indices:
         return vec
