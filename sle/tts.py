@@ -7,12 +7,15 @@ Everything is deterministic given the name and a seed, so a clip can be regenera
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -23,7 +26,8 @@ SAMPLE_RATE = 16000
 # espeak-ng voice names per language: MBROLA diphone voices (Debian's mbrola-* packages) and espeak's own.
 VOICES: dict[str, tuple[str, ...]] = {
     "de": ("mb-de1", "mb-de2", "mb-de3", "mb-de4", "mb-de5", "mb-de6", "mb-de7", "mb-de8", "de"),
-    "nl": ("mb-nl1", "mb-nl2", "mb-nl3", "nl"),
+    # mb-nl1 is left out: espeak-ng's Dutch phonemes miss most of its diphones (mbrola replaces them by silence)
+    "nl": ("mb-nl2", "mb-nl3", "nl"),
     "sv": ("mb-sw1", "mb-sw2", "sv"),
     "fr": ("mb-fr1", "mb-fr4", "fr"),
 }
@@ -42,6 +46,9 @@ AUGMENTATIONS = ("clean", "noise", "phone", "reverb", "noise+reverb")
 _AUG_WEIGHTS = (0.3, 0.25, 0.15, 0.15, 0.15)
 
 _ABBREVIATIONS_DE = [(re.compile(r"(?i)str\.(?=\s|$)"), "straße"), (re.compile(r"(?i)\bpl\.(?=\s|$)"), "platz")]
+
+
+MAX_MISSING_DIPHONES = 2
 
 
 class TTSError(RuntimeError):
@@ -69,6 +76,29 @@ def speakable(name: str, language: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=1)
+def available_voices() -> frozenset[str]:
+    """espeak-ng voice names usable here: espeak's languages and voice files, MBROLA voices whose database is installed."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return frozenset()
+    names: set[str] = set()
+    for listing in ("--voices", "--voices=mb"):
+        out = subprocess.run([exe, listing], capture_output=True, text=True, timeout=30).stdout
+        for line in out.splitlines()[1:]:
+            cols = line.split()
+            if len(cols) >= 5:
+                names.add(cols[1])  # language, e.g. "de"
+                names.add(cols[4].rsplit("/", 1)[-1])  # voice file, e.g. "mb-de2"
+    # espeak lists every MBROLA voice it knows; only those with an installed diphone database speak
+    return frozenset(n for n in names if not n.startswith("mb-") or _mbrola_installed(n[3:]))
+
+
+def _mbrola_installed(db: str) -> bool:
+    db = db.split("-", 1)[0]  # mb-de1-en speaks English with the de1 database
+    return any(Path(d, db).exists() for d in ("/usr/share/mbrola", "/usr/local/share/mbrola", "/usr/share/mbrola/voices"))
+
+
 def synthesize(text: str, voice: str, speed: int = 150, pitch: int = 50) -> np.ndarray:
     """Speak ``text`` with an espeak-ng voice (e.g. ``mb-de2``): 16 kHz mono float32.
 
@@ -77,12 +107,20 @@ def synthesize(text: str, voice: str, speed: int = 150, pitch: int = 50) -> np.n
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise TTSError("espeak-ng is not installed (apt-get install espeak-ng mbrola mbrola-de2 ...)")
+    if voice not in available_voices():
+        # espeak-ng itself would silently fall back to its default voice
+        raise TTSError(f"espeak-ng voice {voice!r} is not installed here")
     # "--" so a name starting with "-" is never read as an option
     cmd = [exe, "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch)), "--stdout", "--", text]
     proc = subprocess.run(cmd, capture_output=True, timeout=60)
-    if proc.returncode != 0 or len(proc.stdout) <= 44:
-        err = proc.stderr.decode("utf-8", "replace").strip()
-        raise TTSError(f"espeak-ng voice {voice!r} produced no audio for {text!r}: {err or 'empty output'}")
+    err = proc.stderr.decode("utf-8", "replace").strip()
+    # an unknown voice only prints an error and speaks with the default voice (exit status 0)
+    # MBROLA replaces diphones its database lacks by silence: a few are harmless, more garble the name
+    missing = err.count("unknown, replaced")
+    if missing > MAX_MISSING_DIPHONES:
+        raise TTSError(f"MBROLA voice {voice!r} lacks {missing} diphones of {text!r}; the clip would be garbled")
+    if proc.returncode != 0 or len(proc.stdout) <= 44 or "does not exist" in err or "error" in err.lower():
+        raise TTSError(f"espeak-ng voice {voice!r} produced no audio for {text!r}: {err[-300:] or 'empty output'}")
     audio, rate = sf.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
@@ -177,7 +215,17 @@ def choose(key: str, name: str, countries: tuple[str, ...], allow_unseen: bool =
     return Rendition(speakable(name, language), language, voice, speed, pitch, augmentation, seed & 0xFFFFFFFF)
 
 
-def render(r: Rendition) -> np.ndarray:
-    """The audio of a :class:`Rendition`."""
-    audio = synthesize(r.text, r.voice, r.speed, r.pitch)
-    return augment(audio, r.augmentation, r.seed) if r.augmentation != "clean" else audio
+def render(r: Rendition) -> tuple[np.ndarray, Rendition]:
+    """The audio of a :class:`Rendition`, and the rendition actually used.
+
+    When an MBROLA voice cannot speak the name (missing diphones), espeak-ng's own voice of the language
+    speaks it instead; the returned rendition says so.
+    """
+    try:
+        audio = synthesize(r.text, r.voice, r.speed, r.pitch)
+    except TTSError:
+        if r.voice == r.language or r.language not in VOICES:
+            raise
+        r = dataclasses.replace(r, voice=r.language)
+        audio = synthesize(r.text, r.voice, r.speed, r.pitch)
+    return (augment(audio, r.augmentation, r.seed) if r.augmentation != "clean" else audio), r
