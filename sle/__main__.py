@@ -171,15 +171,17 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", help="output folder (default models/dense-<version>)")
     p.add_argument("--init-from", help="v1: model to start from and mine with (default models/dense-v0)")
-    p.add_argument("--eval-only", action="store_true", help="only print validation recall of --out (or the default model)")
+    p.add_argument("--eval-only", action="store_true", help="print the recall table: sparse, dense-v0, dense-v1 (or --out) per recogniser")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args) -> int:
     from . import train
 
-    if args.eval_only:
-        _print_json(train.evaluate(args.out or None))
+    if args.eval_only:  # sparse baseline and the committed dense models on the validation queries
+        results = train.compare(models=[args.out] if args.out else ("dense-v0", "dense-v1"))
+        print(train.table(results))
+        _print_json(results)
         return 0
     cfg = train.TrainConfig(version=args.version, epochs=args.epochs, max_pairs=args.max_pairs, seed=args.seed,
                             out=args.out or "", init_from=args.init_from or "", backbone=args.backbone or "")  # fmt: skip
@@ -191,11 +193,31 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_embed(sub) -> None:
+    p = sub.add_parser("embed", help="dense vectors of texts (first values), or --bench: embedding speed")
+    p.add_argument("text", nargs="*", help="texts to embed (normalised first)")
+    p.add_argument("--model", help="folder under models/, a path or a hub name (default: settings.dense_model)")
+    p.add_argument("--bench", type=int, metavar="N", help="time embedding N random gazetteer names and single queries")
+    p.add_argument("--quantize", action="store_true", help="with --bench: torch dynamic int8 quantization")
+    p.set_defaults(func=_run_embed)
+
+
+def _run_embed(args) -> int:
+    from . import encoder
+
+    if args.bench:
+        _print_json(encoder.benchmark(args.model, n=args.bench, quantize=args.quantize))
+        return 0
+    vectors = encoder.embed(args.text, model=args.model)
+    _print_json([{"text": t, "vector": [round(float(x), 5) for x in v]} for t, v in zip(args.text, vectors)])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sle", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth, _add_train):
+    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth, _add_train, _add_embed):
         add(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

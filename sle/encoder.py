@@ -213,3 +213,40 @@ def search_exact(queries: np.ndarray, corpus: np.ndarray, k: int = 10, chunk: in
         idx[i : i + chunk] = top.indices.numpy()
         val[i : i + chunk] = top.values.numpy()
     return idx, val
+
+
+def benchmark(model=None, n: int = 20000, queries: int = 200, batch_size: int | None = None, quantize: bool = False, settings: Settings | None = None) -> dict:
+    """Embedding speed on ``n`` gazetteer names drawn at random (names/s) and single-query latency (p50/p95 ms).
+
+    ``quantize`` applies torch dynamic int8 quantization to the Linear layers first (an option we measured).
+    """
+    import random
+
+    from . import gazetteer as gz
+
+    s = settings or default_settings
+    if model is None or isinstance(model, (str, Path)):
+        model = load_encoder(model, settings=s)
+    if quantize:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    keys = [e.key for e in gz.load(settings=s).entries]
+    names = random.Random(0).sample(keys, min(n, len(keys)))
+    embed(names[:512], model=model, batch_size=batch_size, settings=s)  # warm-up
+    t = time.perf_counter()
+    embed(names, model=model, batch_size=batch_size, settings=s)
+    rate = len(names) / (time.perf_counter() - t)
+    lat = []
+    for q in names[:queries]:
+        t0 = time.perf_counter()
+        embed([q], model=model, settings=s)
+        lat.append((time.perf_counter() - t0) * 1000)
+    return {
+        "names": len(names),
+        "names_per_s": round(rate),
+        "full_gazetteer_s_estimate": round(len(keys) / rate),
+        "query_p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "query_p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "threads": torch.get_num_threads(),
+        "quantized": quantize,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

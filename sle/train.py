@@ -300,6 +300,76 @@ def evaluate(
     return results
 
 
+def sparse_recall_at_k(queries: Sequence[str], targets: Sequence[int], gazetteer, k: Sequence[int] = KS, settings: Settings | None = None) -> dict:
+    """Recall@k of the sparse n-gram baseline on the same queries: exact IDF scoring of the query vector that
+    ``sle.sparse.encode_query`` builds (trigrams, common n-grams dropped), as the index would rank them."""
+    from . import sparse
+
+    s = settings or default_settings
+    scorer = _sparse_scorer(gazetteer)
+    df = sparse.DocFreq.from_vectors(sparse.encode(e.key) for e in gazetteer.entries) if s.sparse_query_max_df < 1 else None
+    hits = np.full(len(queries), np.inf)
+    for i, (q, t) in enumerate(zip(queries, targets)):
+        top = scorer.top(sparse.encode_query(normalize(q), df=df, max_df=s.sparse_query_max_df), k=max(k))
+        if t in top:
+            hits[i] = top.index(t)
+    return {"n": len(queries)} | {f"recall@{kk}": round(float(np.mean(hits < kk)), 4) for kk in k}
+
+
+_SCORERS: dict = {}
+
+
+def _sparse_scorer(gazetteer):
+    from .bench import ExactScorer
+
+    key = (gazetteer.fingerprint, len(gazetteer))
+    if key not in _SCORERS:
+        _SCORERS.clear()  # one gazetteer's matrix at a time
+        _SCORERS[key] = ExactScorer(gazetteer)
+    return _SCORERS[key]
+
+
+def compare(
+    models: Sequence[str] = ("dense-v0", "dense-v1"),
+    split: str = "validation",
+    sparse_baseline: bool = True,
+    noise_names: int = 2000,
+    settings: Settings | None = None,
+) -> dict[str, dict[str, dict]]:
+    """``{system: {recogniser: metrics}}`` for the sparse baseline and each dense model, on the same queries."""
+    from . import gazetteer as gz
+
+    s = settings or default_settings
+    g = gz.load(settings=s)
+    out: dict[str, dict[str, dict]] = {}
+    for name in models:
+        path = encoder.resolve_model_path(name, s)
+        if Path(path).exists():
+            out[name] = evaluate(path, split, gazetteer=g, noise_names=noise_names, settings=s)
+    if sparse_baseline:
+        by_source: dict[str, list[Pair]] = defaultdict(list)
+        for p in synthetic_pairs(split, g, settings=s):
+            by_source[p.source].append(p)
+        if noise_names:
+            by_source[NOISE] = noise_pairs([e for e in g.entries if split_of(e.key) == split], noise_names, seed=12345)
+        out = {"sparse": {src: sparse_recall_at_k([p.anchor for p in ps], [p.name_id for p in ps], g, settings=s) for src, ps in sorted(by_source.items())}} | out
+    return out
+
+
+def table(results: dict[str, dict[str, dict]], k: Sequence[int] = KS) -> str:
+    """The comparison as a markdown table: one row per recogniser, recall@k columns per system."""
+    systems = list(results)
+    sources = sorted({src for r in results.values() for src in r})
+    head = "| queries (n) | " + " | ".join(f"{sy} r@{kk}" for sy in systems for kk in k) + " |"
+    rule = "|---|" + "---|" * (len(systems) * len(k))
+    rows = []
+    for src in sources:
+        n = next((r[src]["n"] for r in results.values() if src in r), 0)
+        cells = [f"{results[sy][src][f'recall@{kk}']:.3f}" if src in results[sy] else "-" for sy in systems for kk in k]
+        rows.append(f"| {src} ({n}) | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *rows])
+
+
 # --- hard negatives ------------------------------------------------------------------------------------------------
 
 

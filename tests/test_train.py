@@ -113,3 +113,15 @@ def test_tiny_training_run_improves_recall_on_its_own_data(small):
     assert after["recall@10"] >= before["recall@10"]
     assert (Path(cfg.out) / "README.md").read_text().startswith("# sle dense-v0")
     assert info["pairs"] == len(pairs) and info["mined_rows"] > 0
+
+
+def test_sparse_baseline_and_table_on_the_same_queries(small):
+    g, s = small
+    entries = g.entries[:40]
+    queries = [train.corrupt(e.name, 0, 0) for e in entries]
+    r = train.sparse_recall_at_k(queries, [e.id for e in entries], g, settings=s)
+    assert r["n"] == 40 and 0.5 <= r["recall@1"] <= r["recall@10"] <= r["recall@40"] <= 1.0
+    md = train.table({"sparse": {"noise": r}, "dense-v0": {"noise": r, "whisper:base": r}})
+    lines = md.splitlines()
+    assert lines[0].count("r@10") == 2 and len(lines) == 4 and "| noise (40) | 0.9" in md
+    assert lines[3].startswith("| whisper:base (40) | - | - | - |")  # no sparse result for that source
