@@ -75,6 +75,17 @@ class Settings:
     dense_threads: int = 0  # torch CPU threads for the encoder; 0 = torch's default (all cores)
     dense_backbone: str = "byt5-micro"  # preset (offline, from scratch) or hub name, e.g. google/byt5-small
 
+    # --- app -----------------------------------------------------------------------------------------
+    app_host: str = "127.0.0.1"  # "0.0.0.0" to serve others on the network
+    app_port: int = 7860
+    app_auth: str = ""  # "user:pass,user2:pass2" turns on Gradio login; the user name is the annotator
+    app_asr_concurrency: int = 1  # simultaneous ASR jobs (CPU-bound; one model instance)
+    app_search_concurrency: int = 4  # simultaneous retrieval-only jobs
+    app_max_queue: int = 64  # requests waiting beyond this are refused with a message
+    annotations_db: str = ""  # SQLite file; empty: <data_dir>/annotations/annotations.sqlite
+    annotations_k: int = 40  # candidates stored per system with each label (recall@40 needs 40)
+    sqlite_busy_ms: int = 30000  # wait this long for another annotator's write before failing
+
     # --- limits ----------------------------------------------------------------------------------------
     top_k: int = 10
     rerank_depth: int = 40
