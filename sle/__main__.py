@@ -221,7 +221,21 @@ def main(argv: list[str] | None = None) -> int:
         add(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    from .index import IndexNotReady
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"sle {args.command}: interrupted (long jobs resume where they stopped)", file=sys.stderr)
+        return 130
+    except (IndexNotReady, FileNotFoundError) as e:
+        print(f"sle {args.command}: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad input: unreadable audio, unknown system, malformed gazetteer header...
+        if args.verbose:
+            raise
+        print(f"sle {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -505,12 +505,12 @@ def build(
 
             if m.dense_model != dense_fp:
                 m.dense_model, m.dense_done = dense_fp, 0
-            enc = encoder.load_encoder(str(model))
+            enc = encoder.load_encoder(str(model), settings=s)
             bar = tqdm(total=len(entries), initial=m.dense_done, desc="dense", unit="name", disable=not progress)
             DB = max(B, 4096)
             for i in range(m.dense_done, len(entries), DB):
                 batch = entries[i : i + DB]
-                vecs = encoder.embed(enc, [e.key for e in batch])
+                vecs = encoder.embed([e.key for e in batch], model=enc, settings=s)
                 engine.set_dense([e.id for e in batch], vecs)
                 m.dense_done = i + len(batch)
                 bar.update(len(batch))

@@ -1,14 +1,27 @@
-"""Linking: from transcripts (or audio) to ranked street candidates, per retrieval system."""
+"""Linking: from audio or transcripts to ranked street candidates, per retrieval system.
+
+Systems (keys of :attr:`LinkResult.systems`), those whose parts exist:
+
+- ``sparse@<recogniser>``: character-trigram search of one transcript;
+- ``dense@<recogniser>``: the dense encoder on one transcript;
+- ``dense-avg``: the mean of all transcripts' embeddings, renormalised (one query from both recognisers);
+- ``hybrid``: Qdrant fuses the dense-averaged and every sparse search (prefetch + RRF).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from . import index as idx
+from . import sparse
 from .settings import Settings, settings as default_settings
 
-SYSTEMS = ("sparse", "dense", "hybrid", "reranked")
+CLI_SYSTEMS = ("sparse", "dense", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -25,38 +38,36 @@ class Candidate:
         return d
 
 
+@dataclass
+class LinkResult:
+    transcripts: dict[str, str]  # recogniser spec -> text
+    systems: dict[str, list[Candidate]]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    audio: str | None = None
+    profile: str = ""
+    fallback_reason: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "audio": self.audio,
+            "transcripts": dict(self.transcripts),
+            "systems": {k: [c.to_dict() for c in v] for k, v in self.systems.items()},
+            "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
+            "profile": self.profile,
+            "fallback_reason": self.fallback_reason,
+        }
+
+    def rank_of(self, entry_id: int) -> dict[str, int | None]:
+        """Rank of a known target in every system (None: not in that system's list)."""
+        return {k: next((c.rank for c in v if c.id == entry_id), None) for k, v in self.systems.items()}
+
+
 def candidates(hits: Sequence[idx.Hit]) -> list[Candidate]:
     return [Candidate(rank=r, name=h.name, countries=h.countries, score=round(h.score, 6), id=h.id) for r, h in enumerate(hits, 1)]
 
 
-_indexes: dict[int, idx.Index] = {}
-
-
-def open_index(s: Settings | None = None) -> idx.Index:
-    """The index, opened once per settings object and reused (opening costs ~0.2 s)."""
-    s = s or default_settings
-    if id(s) not in _indexes:
-        _indexes[id(s)] = idx.open_index(s)
-    return _indexes[id(s)]
-
-
-def search(texts: str | Sequence[str], system: str = "sparse", k: int = 10, s: Settings | None = None) -> list[Candidate]:
-    """Top-k streets for one utterance given one or more transcripts of it.
-
-    With several transcripts, ``sparse`` sums their n-gram vectors and ``dense`` averages their embeddings.
-    """
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; choose one of {', '.join(SYSTEMS)}")
-    index = open_index(s)
-    if system == "sparse":
-        return candidates(index.search_sparse_vectors([_sum_sparse([index.sparse_query(t) for t in texts])], k)[0])
-    raise NotImplementedError(f"system {system!r} needs the dense model (not built yet)")
-
-
-def _sum_sparse(vectors):
-    from .sparse import SparseVector
-
+def sum_sparse(vectors: Sequence[sparse.SparseVector]) -> sparse.SparseVector:
+    """One sparse query from several transcripts: their n-gram counts added."""
     if len(vectors) == 1:
         return vectors[0]
     acc: dict[int, float] = {}
@@ -64,4 +75,130 @@ def _sum_sparse(vectors):
         for i, x in zip(v.indices, v.values):
             acc[i] = acc.get(i, 0.0) + x
     keys = sorted(acc)
-    return SparseVector(keys, [acc[i] for i in keys])
+    return sparse.SparseVector(keys, [acc[i] for i in keys])
+
+
+def average(vectors: np.ndarray) -> np.ndarray:
+    """Mean of L2-normalised rows, renormalised (the design's dense query from both recognisers)."""
+    v = np.asarray(vectors, dtype=np.float32).mean(axis=0)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+class Linker:
+    """Loads the index (and the dense model and recognisers on first use) once; links many queries."""
+
+    def __init__(self, s: Settings | None = None, profile: str | None = None):
+        self.s = s or default_settings
+        self.profile_name = profile
+        self.index = idx.open_index(self.s)
+        self._encoder = None
+
+    # --- parts ------------------------------------------------------------------------------------------
+    @property
+    def has_dense(self) -> bool:
+        return self.index.has_dense and idx.dense_model_path(self.s) is not None
+
+    def encoder(self):
+        if self._encoder is None:
+            from . import encoder
+
+            self._encoder = encoder.load_encoder(self.s.dense_model, settings=self.s)
+        return self._encoder
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        from . import encoder
+
+        return encoder.embed(list(texts), model=self.encoder(), settings=self.s)
+
+    def profile(self):
+        from . import asr
+
+        return asr.profile(self.profile_name, self.s)
+
+    # --- linking ----------------------------------------------------------------------------------------
+    def link_texts(self, transcripts: dict[str, str], k: int | None = None) -> LinkResult:
+        """Every available system on the given transcripts (recogniser -> text; empty texts are ignored)."""
+        k = k or self.s.top_k
+        texts = {r: t for r, t in transcripts.items() if t and t.strip()}
+        result = LinkResult(transcripts=dict(transcripts), systems={})
+        if not texts:
+            return result
+        t0 = time.perf_counter()
+        svecs = {r: self.index.sparse_query(t) for r, t in texts.items()}
+        hits = self.index.search_sparse_vectors(list(svecs.values()), k)
+        for r, h in zip(svecs, hits):
+            result.systems[f"sparse@{r}"] = candidates(h)
+        result.timings_ms["sparse"] = (time.perf_counter() - t0) * 1e3
+        if self.has_dense:
+            t0 = time.perf_counter()
+            dvecs = self.embed(list(texts.values()))
+            result.timings_ms["embed"] = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            avg = average(dvecs)
+            hits = self.index.search_dense(np.vstack([dvecs, avg[None, :]]), k)
+            for r, h in zip(texts, hits):
+                result.systems[f"dense@{r}"] = candidates(h)
+            result.systems["dense-avg"] = candidates(hits[-1])
+            result.timings_ms["dense"] = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            parts = [("dense", avg)] + [("sparse", v) for v in svecs.values()]
+            result.systems["hybrid"] = candidates(self.index.hybrid(parts, k=k, depth=self.s.rerank_depth))
+            result.timings_ms["hybrid"] = (time.perf_counter() - t0) * 1e3
+        return result
+
+    def link_audio(self, audio, k: int | None = None, language: str | None = None) -> LinkResult:
+        """Decode and check ``audio`` (path, bytes or 16 kHz float32 array), run both recognisers, link.
+
+        Raises :class:`sle.audio.AudioError` with a human message for bad audio.
+        """
+        from . import asr
+        from . import audio as au
+
+        t0 = time.perf_counter()
+        samples = audio if isinstance(audio, np.ndarray) else au.load_audio(audio, settings=self.s)
+        t_load = (time.perf_counter() - t0) * 1e3
+        p = self.profile()
+        t0 = time.perf_counter()
+        transcripts = [ts[0] for ts in asr.transcribe_many(p.transcribers, [samples], [language])]
+        t_asr = (time.perf_counter() - t0) * 1e3
+        result = self.link_texts({t.recognizer: t.text for t in transcripts}, k)
+        result.audio = str(audio) if isinstance(audio, (str, Path)) else None
+        result.profile, result.fallback_reason = p.name, p.fallback_reason
+        result.timings_ms = {"load_audio": t_load, "asr": t_asr, **result.timings_ms}
+        result.timings_ms["total"] = sum(result.timings_ms.values())
+        return result
+
+    def search(self, texts: Sequence[str], system: str = "sparse", k: int = 10) -> list[Candidate]:
+        """One ranked list for one utterance given one or more transcripts of it (the CLI's ``search``)."""
+        if system not in CLI_SYSTEMS:
+            raise ValueError(f"unknown system {system!r}; choose one of {', '.join(CLI_SYSTEMS)}")
+        svec = sum_sparse([self.index.sparse_query(t) for t in texts])
+        if system == "sparse":
+            return candidates(self.index.search_sparse_vectors([svec], k)[0])
+        if not self.has_dense:
+            raise idx.IndexNotReady(f"system {system!r} needs dense vectors: the index has none (no model at models/{self.s.dense_model})")
+        avg = average(self.embed(texts))
+        if system == "dense":
+            return candidates(self.index.search_dense(avg[None, :], k)[0])
+        return candidates(self.index.hybrid([("dense", avg), ("sparse", svec)], k=k, depth=self.s.rerank_depth))
+
+    def close(self) -> None:
+        self.index.close()
+
+
+_linkers: dict[int, Linker] = {}
+
+
+def get_linker(s: Settings | None = None) -> Linker:
+    """A process-wide :class:`Linker` per settings object (models and index load once)."""
+    s = s or default_settings
+    if id(s) not in _linkers:
+        _linkers[id(s)] = Linker(s)
+    return _linkers[id(s)]
+
+
+def search(texts: str | Sequence[str], system: str = "sparse", k: int = 10, s: Settings | None = None) -> list[Candidate]:
+    """Top-k streets for one utterance given one or more transcripts of it."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    return get_linker(s).search(texts, system, k)
