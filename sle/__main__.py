@@ -67,7 +67,8 @@ def _run_search(args) -> int:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (not tests): print figures")
-    p.add_argument("what", choices=["index", "query", "all"], help="index: upload/optimize/reopen; query: search speed")
+    p.add_argument("what", choices=["index", "query", "dense", "all"],
+                   help="index: upload/optimize/reopen; query: sparse search; dense: embedding and HNSW; all: index+query")
     p.add_argument("--limit", type=int, help="use the first N names (default: the whole gazetteer)")
     p.add_argument("--queries", type=int, default=2000, help="number of queries")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -213,11 +214,82 @@ def _run_embed(args) -> int:
     return 0
 
 
+# --- eval / link (linking and evaluation) -----------------------------------------------------------------
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="recall@1/10/40 of every system x recogniser, upper bounds and peers; writes a report")
+    p.add_argument("--split", default="validation", choices=["validation", "test", "train"])
+    p.add_argument("--limit", type=int, help="at most N utterances (seeded sample)")
+    p.add_argument("--systems", nargs="*", help="keep only linker systems whose key starts with these (default: all)")
+    p.add_argument("--peers", nargs="*", default=None, help="peers to run: ratio jaro-winkler cologne idf (default: all; none: --peers)")
+    p.add_argument("--peer-limit", type=int, default=300, help="utterances for the (slow, brute-force) peers")
+    p.add_argument("--labels", help="a labelled CSV/JSONL (e.g. the app's export) instead of the synthetic split")
+    p.add_argument("--out", default="docs/evaluation.md", help="markdown report (the plot goes next to it as .png); '-': none")
+    p.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from . import evaluate
+
+    peers = list(evaluate.PEERS) if args.peers is None else args.peers
+    result = evaluate.evaluate(split=args.split, limit=args.limit, systems=args.systems, peers=peers, peer_limit=args.peer_limit, labels=args.labels)
+    print(result["table"])
+    if "peer_table" in result:
+        print()
+        print(result["peer_table"])
+    if args.out and args.out != "-":
+        command = "python -m sle " + " ".join(sys.argv[1:]) if sys.argv[0].endswith(("__main__.py", "sle")) else "python -m sle eval"
+        print(evaluate.report(result, args.out, command=command))
+    if args.json:
+        _print_json(evaluate.to_json(result))
+    return 0
+
+
+def _add_link(sub) -> None:
+    p = sub.add_parser("link", help="audio clips -> transcripts and every system's top-k streets")
+    p.add_argument("audio", nargs="+", help="audio files (wav, flac, mp3, ogg/opus, webm, ...)")
+    p.add_argument("-k", type=int, default=10, help="candidates per system")
+    p.add_argument("--profile", help="recogniser profile (default: settings.asr_profile)")
+    p.add_argument("--language", help="language hint for the recognisers (de, nl, sv, fr)")
+    p.add_argument("--json", action="store_true", help="one JSON object per clip (LinkResult.to_dict())")
+    p.set_defaults(func=_run_link)
+
+
+def _run_link(args) -> int:
+    from . import audio, link
+
+    linker = link.Linker(profile=args.profile)
+    rc = 0
+    for path in args.audio:
+        try:
+            result = linker.link_audio(path, k=args.k, language=args.language)
+        except audio.AudioError as e:
+            print(f"sle link: {path}: {e}", file=sys.stderr)
+            rc = 2
+            continue
+        if args.json:
+            _print_json(result.to_dict())
+            continue
+        print(f"== {path}")
+        if result.fallback_reason:
+            print(f"note: {result.fallback_reason}", file=sys.stderr)
+        for rec, text in result.transcripts.items():
+            print(f"  {rec:24s} {text}")
+        for system, cands in result.systems.items():
+            print(f"  [{system}]")
+            for c in cands:
+                print(f"    {c.rank:3d}  {c.score:9.4f}  {c.name}  ({', '.join(c.countries)})")
+        print("  timings: " + ", ".join(f"{k} {v:.0f} ms" for k, v in result.timings_ms.items()))
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sle", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth, _add_train, _add_embed):
+    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth, _add_train, _add_embed, _add_eval, _add_link):
         add(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -226,6 +226,57 @@ def bench_query(limit: int | None, n_queries: int, s: Settings) -> dict:
     return result
 
 
+def bench_dense(n_queries: int, s: Settings, efs: tuple[int, ...] = (16, 32, 64, 128)) -> dict:
+    """Query embedding latency, and HNSW search speed and agreement with exact search, per ``hnsw_ef``."""
+    from . import encoder
+
+    manifest = idx.build_status(s)
+    if manifest is None or not manifest.ready or not manifest.dense_model or manifest.dense_done < manifest.n_points:
+        raise idx.IndexNotReady("bench dense needs an index with dense vectors: put a model in models/ and run `python -m sle index`")
+    g = gz.load(limit=manifest.n_points, settings=s)
+    queries, targets = make_queries(g, n_queries)
+    matrix = np.load(idx.dense_cache_path(s, manifest), mmap_mode="r")
+    ids = np.array([e.id for e in g], dtype=np.int64)
+    model = encoder.load_encoder(s.dense_model, settings=s)
+    encoder.embed(queries[:20], model=model, settings=s)
+    lat = []
+    for q in queries[:300]:
+        t = time.perf_counter()
+        encoder.embed([q], model=model, settings=s)
+        lat.append(time.perf_counter() - t)
+    qv = encoder.embed(queries, model=model, settings=s)
+    t0 = time.perf_counter()
+    exact_top = []
+    for i in range(0, len(qv), 256):
+        scores = qv[i : i + 256] @ matrix.T
+        top = np.argpartition(-scores, 9, axis=1)[:, :10]
+        exact_top.extend(set(ids[row].tolist()) for row in top)
+    exact_qps = len(qv) / (time.perf_counter() - t0)
+    out = {
+        "dense_queries": len(qv),
+        "embed_query_p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 2),
+        "embed_query_p95_ms": round(float(np.percentile(lat, 95)) * 1e3, 2),
+        "dense_exact_qps": round(exact_qps, 1),
+        "dense_exact_recall10": round(float(np.mean([t in e for t, e in zip(targets, exact_top)])), 4),
+    }
+    for ef in efs:
+        index = idx.open_index(dataclasses.replace(s, hnsw_ef=ef))
+        try:
+            index.search_dense(qv[:20], 10)
+            found, lat = [], []
+            for v in qv:
+                t = time.perf_counter()
+                found.append([h.id for h in index.search_dense(v[None, :], 10)[0]])
+                lat.append(time.perf_counter() - t)
+        finally:
+            index.close()
+        out[f"hnsw_ef{ef}_qps"] = round(len(qv) / sum(lat), 1)
+        out[f"hnsw_ef{ef}_p50_ms"] = round(float(np.percentile(lat, 50)) * 1e3, 3)
+        out[f"hnsw_ef{ef}_recall_vs_exact"] = round(float(np.mean([len(set(f) & e) / 10 for f, e in zip(found, exact_top)])), 4)
+        out[f"hnsw_ef{ef}_recall10"] = round(float(np.mean([t in f for t, f in zip(targets, found)])), 4)
+    return out
+
+
 def run(what: str, limit: int | None = None, n_queries: int = 2000, s: Settings | None = None) -> dict:
     s = s or default_settings
     out: dict = {}
@@ -233,6 +284,8 @@ def run(what: str, limit: int | None = None, n_queries: int = 2000, s: Settings 
         out.update(bench_index(limit, s))
     if what in ("query", "all"):
         out.update(bench_query(limit, n_queries, s))
+    if what == "dense":
+        out.update(bench_dense(n_queries, s))
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 

@@ -406,6 +406,11 @@ def gazetteer_fingerprint(g: gz.Gazetteer, limit: int | None, column: str | None
     return h.hexdigest()
 
 
+def dense_cache_path(s: Settings, m: Manifest) -> Path:
+    """Where the build keeps the dense vectors of all names (float32, gazetteer order)."""
+    return s.index_dir / f"dense-{m.gazetteer[:12]}-{m.dense_model[:12]}.npy"
+
+
 def dense_model_path(s: Settings) -> Path | None:
     """The local folder of the dense model named by ``settings.dense_model``, or None if there is none."""
     p = Path(s.dense_model)
@@ -421,6 +426,23 @@ def _folder_fingerprint(path: Path) -> str:
             h.update(f.relative_to(path).as_posix().encode())
             h.update(gz.file_sha256(f).encode())
     return h.hexdigest()
+
+
+def _encode_batch(keys: list[str]) -> list[sparse.SparseVector]:
+    return [sparse.encode(k) for k in keys]
+
+
+def _encoded_batches(batches: list[list[str]]):
+    """Sparse vectors batch by batch; on big builds a second process encodes the next batches while this one
+    uploads (encoding is pure Python and would otherwise halve the upload rate)."""
+    if sum(map(len, batches)) < 50_000:
+        yield from map(_encode_batch, batches)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        yield from pool.map(_encode_batch, batches, chunksize=4)
 
 
 def _payload(e: gz.Entry) -> dict:
@@ -477,9 +499,9 @@ def build(
             bar = tqdm(total=len(entries), initial=m.points_done, desc="sparse", unit="name", disable=not progress)
             # Document frequencies need every name; names already uploaded are re-encoded (cheap) but not re-sent.
             start = 0 if need_df else m.points_done
-            for i in range(start, len(entries), B):
+            starts = list(range(start, len(entries), B))
+            for i, vecs in zip(starts, _encoded_batches([[e.key for e in entries[j : j + B]] for j in starts])):
                 batch = entries[i : i + B]
-                vecs = [sparse.encode(e.key) for e in batch]
                 if df_counts is not None:
                     for v in vecs:
                         df_counts.update(v.indices)
@@ -506,11 +528,18 @@ def build(
             if m.dense_model != dense_fp:
                 m.dense_model, m.dense_done = dense_fp, 0
             enc = encoder.load_encoder(str(model), settings=s)
+            # The same vectors, in gazetteer order, kept beside the index: the exact reference for HNSW
+            # benchmarks and evaluation, without re-embedding 685k names.
+            cache = dense_cache_path(s, m)
+            mode = "r+" if cache.exists() and m.dense_done else "w+"
+            matrix = np.lib.format.open_memmap(cache, mode=mode, dtype=np.float32, shape=(len(entries), s.dense_dim))
             bar = tqdm(total=len(entries), initial=m.dense_done, desc="dense", unit="name", disable=not progress)
             DB = max(B, 4096)
             for i in range(m.dense_done, len(entries), DB):
                 batch = entries[i : i + DB]
                 vecs = encoder.embed([e.key for e in batch], model=enc, settings=s)
+                matrix[i : i + len(batch)] = vecs
+                matrix.flush()
                 engine.set_dense([e.id for e in batch], vecs)
                 m.dense_done = i + len(batch)
                 bar.update(len(batch))
