@@ -429,6 +429,76 @@ class Store:
         raise ValueError(f"export kind must be audiofolder, csv or jsonl, not {kind!r}")
 
 
+# --- collecting -------------------------------------------------------------------------------------------
+
+
+def read_prompt_list(path: str | Path) -> list[str]:
+    """Street names to prompt, from a text file (one a line) or a CSV/TSV with a ``name`` column."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    lines = [x for x in text.splitlines() if x.strip()]
+    if not lines:
+        return []
+    head = lines[0]
+    delim = "\t" if "\t" in head else ("," if "," in head else None)
+    if delim and "name" in [h.strip().casefold() for h in head.split(delim)]:
+        return [r["name"].strip() for r in csv.DictReader(io.StringIO(text), delimiter=delim, skipinitialspace=True) if (r.get("name") or "").strip()]
+    return [x.strip() for x in lines]
+
+
+def pick_prompt(gazetteer, rng, countries: Sequence[str] = (), names: Sequence[str] = ()) -> tuple[int | None, str]:
+    """A street to read aloud: (entry id, name). From ``names`` if given (names the gazetteer lacks keep id None),
+    else a random gazetteer entry, optionally of the given countries."""
+    if names:
+        name = names[rng.randrange(len(names))]
+        e = gazetteer.find(name)
+        return (e.id, e.name) if e else (None, name)
+    entries = gazetteer.entries
+    if countries:
+        wanted = set(countries)
+        for _ in range(200):  # rejection sampling: fast for any country with a fair share of the names
+            e = entries[rng.randrange(len(entries))]
+            if wanted.intersection(e.countries):
+                return e.id, e.name
+        entries = [e for e in entries if wanted.intersection(e.countries)]
+        if not entries:
+            raise ValueError(f"no streets in {', '.join(countries)}")
+    e = entries[rng.randrange(len(entries))]
+    return e.id, e.name
+
+
+def candidate_union(systems: dict[str, list]) -> list[str]:
+    """Names in any system's list, best rank first (the choices for "which street was it?")."""
+    best: dict[str, int] = {}
+    for cands in systems.values():
+        for c in cands:
+            c = c if isinstance(c, dict) else c.to_dict()
+            best[c["name"]] = min(best.get(c["name"], 10**9), c["rank"])
+    return sorted(best, key=lambda n: (best[n], n))
+
+
+def plot_recall(recall: dict[str, dict[str, float]]):
+    """Grouped bars of recall@k per system (a matplotlib Figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
+    systems = list(recall)
+    ks = [c for c in (next(iter(recall.values())) if recall else {}) if c.startswith("r@")]
+    width = 0.8 / max(1, len(ks))
+    for j, k in enumerate(ks):
+        ax.bar([i + j * width for i in range(len(systems))], [recall[x][k] for x in systems], width, label=f"recall@{k[2:]}")
+    ax.set_xticks([i + width * (len(ks) - 1) / 2 for i in range(len(systems))], [f"{x}\n(n={recall[x]['n']})" for x in systems], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("recall")
+    ax.set_title("Human control data" if systems else "No labelled items yet")
+    if ks:
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def _columns(rows: Iterable[dict]) -> list[str]:
     columns: list[str] = []
     for r in rows:
