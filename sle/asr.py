@@ -320,7 +320,7 @@ class ParakeetTranscriber:
             outs = outs[0]
         per = (time.perf_counter() - t0) / len(audios)
         texts = [o.text if hasattr(o, "text") else str(o) for o in outs]
-        return [Transcript(self.spec, t.strip(), "", per, len(a) / SAMPLE_RATE) for t, a in zip(texts, audios)]
+        return [Transcript(self.spec, t.strip(), "", round(per, 4), round(len(a) / SAMPLE_RATE, 3)) for t, a in zip(texts, audios)]
 
 
 @functools.lru_cache(maxsize=2)
