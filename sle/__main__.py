@@ -125,9 +125,7 @@ def _run_transcribe(args) -> int:
                 "fallback_reason": prof.fallback_reason or None,
             }
         )
-    else:
-        if prof.fallback_reason:
-            print(f"note: {prof.fallback_reason}", file=sys.stderr)
+    else:  # a fallback was already logged as a warning by sle.asr
         for t in transcripts:
             print(f"{t.recognizer:24s} [{t.language or '?'}] {t.text}")
     return 0
@@ -227,14 +225,22 @@ def _add_eval(sub) -> None:
     p.add_argument("--labels", help="a labelled CSV/JSONL (e.g. the app's export) instead of the synthetic split")
     p.add_argument("--out", default="docs/evaluation.md", help="markdown report (the plot goes next to it as .png); '-': none")
     p.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    p.add_argument("--train-reranker", action="store_true", help="first train the reranker on TRAIN-split utterances (models/reranker-v1)")
+    p.add_argument("--noise", type=int, default=3000, help="with --train-reranker: corrupted train-split names added as utterances")
+    p.add_argument("--sweep", action="store_true", help="also sweep hybrid fusion (RRF k, DBSF, weights) on the queries")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> int:
     from . import evaluate
 
+    if args.train_reranker:
+        from . import rerank
+
+        _print_json(rerank.train(n_noise=args.noise))
     peers = list(evaluate.PEERS) if args.peers is None else args.peers
-    result = evaluate.evaluate(split=args.split, limit=args.limit, systems=args.systems, peers=peers, peer_limit=args.peer_limit, labels=args.labels)
+    result = evaluate.evaluate(split=args.split, limit=args.limit, systems=args.systems, peers=peers, peer_limit=args.peer_limit,
+                               labels=args.labels, sweep=args.sweep)  # fmt: skip
     print(result["table"])
     if "peer_table" in result:
         print()

@@ -120,7 +120,8 @@ def _resolve_whisper(model: str, s: Settings) -> str:
     try:
         return download_model(model)
     except Exception as e:  # network errors come in many classes
-        raise ASRUnavailable(f"whisper model {model!r} could not be downloaded: {type(e).__name__}: {e}") from e
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise ASRUnavailable(f"whisper model {model!r} is not cached here and could not be downloaded ({type(e).__name__}: {first})") from e
 
 
 def _device(s: Settings) -> tuple[str, str]:
