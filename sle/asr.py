@@ -18,6 +18,7 @@ Decoding is beam search at temperature 0 only, so results are repeatable.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -243,8 +244,12 @@ def _trim_repetition(text: str, max_repeats: int = 2) -> str:
     return text
 
 
-# Models load once per process. Settings is a mutable (unhashable) dataclass, so caches key on its identity.
+# Models load once per process. Settings is a mutable (unhashable) dataclass, so caches key on its values.
 _CACHE: dict[tuple, object] = {}
+
+
+def _skey(s: Settings) -> tuple:
+    return tuple(getattr(s, f.name) for f in dataclasses.fields(s))
 _CACHE_LOCK = threading.RLock()  # profiles load specs, which load engines
 
 
@@ -257,7 +262,7 @@ def _cached(key: tuple, make):
 
 def whisper_engine(model: str, s: Settings = default_settings) -> WhisperEngine:
     """Load a Whisper model once per process."""
-    return _cached(("whisper", model, id(s)), lambda: WhisperEngine(model, s))
+    return _cached(("whisper", model, _skey(s)), lambda: WhisperEngine(model, s))
 
 
 class WhisperTranscriber:
@@ -354,7 +359,7 @@ def _nemo_model(model: str):
 def get(spec: str, s: Settings = default_settings) -> Transcriber:
     """The recogniser for a spec string (loaded once per process). Raises :class:`ASRUnavailable`."""
     spec = spec.strip()
-    return _cached(("spec", spec, id(s)), lambda: _make(spec, s))
+    return _cached(("spec", spec, _skey(s)), lambda: _make(spec, s))
 
 
 def _make(spec: str, s: Settings) -> Transcriber:
@@ -416,7 +421,7 @@ def load_profile(name: str | None = None, s: Settings = default_settings) -> Pro
 def profile(name: str | None = None, s: Settings = default_settings) -> Profile:
     """The process-wide profile (loaded on first use)."""
     name = (name or s.asr_profile).strip()
-    return _cached(("profile", name, id(s)), lambda: load_profile(name, s))
+    return _cached(("profile", name, _skey(s)), lambda: load_profile(name, s))
 
 
 def transcribe_many(
