@@ -228,7 +228,7 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
     run.timings_ms["retrieval (all systems)"] = per_query_ms
     # utterances/s of each system's own stages (the linker times stages, and systems share some of them)
     stages = {"sparse": ["sparse"], "dense": ["embed", "dense"], "dense-avg": ["embed", "dense"], "hybrid": ["embed", "hybrid"],
-              "reranked": list(run.timings_ms)}  # fmt: skip
+              "reranked": ["retrieval (all systems)"]}  # fmt: skip
     for base, parts in stages.items():
         ms = sum(float(np.mean(run.timings_ms[p])) for p in parts if run.timings_ms.get(p))
         if ms > 0 and any(split_key(key)[0] == base for key in run.ranks):
@@ -236,6 +236,62 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
     for key in run.ranks:
         run.n[split_key(key)[0]] = len(queries)
     return run
+
+
+def sweep_configs(has_dense: bool, n_recs: int) -> list[dict]:
+    """Hybrid fusion settings to compare: RRF k, DBSF, part weights, dense-averaged vs per-recogniser dense parts."""
+    out = []
+    parts = ["avg+sparse", "each+sparse"] if has_dense else ["sparse"]
+    for pk in parts:
+        for k in (1, 2, 5, 10, 60):
+            out.append({"parts": pk, "fusion": "rrf", "rrf_k": k, "weights": None})
+        out.append({"parts": pk, "fusion": "dbsf", "rrf_k": 2, "weights": None})
+    if has_dense:
+        for wd in (0.5, 2.0, 3.0):
+            out.append({"parts": "avg+sparse", "fusion": "rrf", "rrf_k": 2, "weights": [wd] + [1.0] * n_recs})
+    return out
+
+
+def fusion_sweep(queries: Sequence[Query], linker, configs: Sequence[dict] | None = None, k: int = DEPTH, progress: bool = True) -> list[dict]:
+    """Recall@k of hybrid fusion variants (Qdrant prefetch + fusion) on the same utterances."""
+    from .link import average, hybrid_search
+
+    recs = recognisers_of(queries)
+    configs = list(configs or sweep_configs(linker.has_dense, len(recs)))
+    ranks: list[list[int | None]] = [[] for _ in configs]
+    ms = [0.0] * len(configs)
+    for q in tqdm(queries, desc="fusion sweep", unit="utt", disable=not progress):
+        texts = [q.transcripts[r] for r in recs if normalize(q.transcripts.get(r, ""))]
+        if not texts:
+            for rk in ranks:
+                rk.append(None)
+            continue
+        svecs = [linker.index.sparse_query(t) for t in texts]
+        dvecs = linker.embed(texts) if linker.has_dense else None
+        for ci, c in enumerate(configs):
+            parts = [("sparse", v) for v in svecs]
+            if c["parts"] == "avg+sparse":
+                parts = [("dense", average(dvecs))] + parts
+            elif c["parts"] == "each+sparse":
+                parts = [("dense", v) for v in dvecs] + parts
+            w = c["weights"] if c["weights"] is None or len(c["weights"]) == len(parts) else None
+            t0 = time.perf_counter()
+            hits = hybrid_search(linker.index, parts, k=k, fusion=c["fusion"], rrf_k=c["rrf_k"], depth=max(k, 40), weights=w)
+            ms[ci] += time.perf_counter() - t0
+            ranks[ci].append(rank_in([h.id for h in hits], q.target))
+    out = []
+    for c, rk, t in zip(configs, ranks, ms):
+        out.append({**c, **recall(rk), "ms": round(t / max(len(queries), 1) * 1e3, 2)})
+    return out
+
+
+def sweep_table(rows: Sequence[dict]) -> str:
+    lines = ["| parts | fusion | k | weights | R@1 | R@10 | R@40 | ms/utt |", "|---|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        w = ",".join(f"{x:g}" for x in r["weights"]) if r["weights"] else "equal"
+        kk = r["rrf_k"] if r["fusion"] == "rrf" else ""
+        lines.append(f"| {r['parts']} | {r['fusion']} | {kk} | {w} | {r['r@1']:.3f} | {r['r@10']:.3f} | {r['r@40']:.3f} | {r['ms']} |")
+    return "\n".join(lines)
 
 
 # --- peers -----------------------------------------------------------------------------------------------------------
@@ -448,6 +504,7 @@ def evaluate(
     s: Settings | None = None,
     gazetteer=None,
     linker=None,
+    sweep: bool = False,
 ) -> dict:
     """Run the harness; returns ``{"queries", "recognisers", "table", "run", "timings", ...}``.
 
@@ -468,12 +525,18 @@ def evaluate(
         raise ValueError(f"no queries in {source} (is data/synthetic/{split} there?)")
     random.Random(seed).shuffle(queries)
     recs = recognisers_of(queries)
+    from . import link
+
+    linker = linker or link.Linker(s)
     run = run_linker(queries, linker=linker, progress=progress, s=s)
     if systems:
         for key in [k for k in run.ranks if not any(k.startswith(p) for p in systems)]:
             del run.ranks[key]
     run.add_upper_bounds(recs)
     out = {"source": source, "queries": len(queries), "recognisers": recs, "run": run, "table": table(run, recs), "timings": timing_summary(run)}
+    if sweep:
+        out["sweep"] = fusion_sweep(queries, linker, progress=progress)
+        out["sweep_table"] = sweep_table(out["sweep"])
     if peers:
         sub = queries[:peer_limit]
         prun = run_peers(sub, g, peers, progress=progress)
@@ -521,6 +584,8 @@ def report(result: dict, path: str | Path, command: str = "", plot_path: str | P
             f"![recall@k]({plot_path.name})",
             "",
         ]
+    if "sweep_table" in result:
+        lines += ["## Hybrid fusion sweep (same utterances; Qdrant prefetch depth 40, then fusion)", "", result["sweep_table"], ""]
     lines += ["## Speed (ms per utterance, all systems of the linker)", "", "| stage | p50 | p95 | mean |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {v['p50_ms']} | {v['p95_ms']} | {v['mean_ms']} |" for k, v in t.items()]
     lines.append("")

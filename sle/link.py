@@ -5,7 +5,10 @@ Systems (keys of :attr:`LinkResult.systems`), those whose parts exist:
 - ``sparse@<recogniser>``: character-trigram search of one transcript;
 - ``dense@<recogniser>``: the dense encoder on one transcript;
 - ``dense-avg``: the mean of all transcripts' embeddings, renormalised (one query from both recognisers);
-- ``hybrid``: Qdrant fuses the dense-averaged and every sparse search (prefetch + RRF).
+- ``hybrid``: Qdrant fuses the dense-averaged and every sparse search (prefetch + RRF; ``settings.fusion``,
+  ``rrf_k``, ``fusion_weights``);
+- ``reranked``: a learned model (:mod:`sle.rerank`, ``models/reranker-v1``) re-orders the union of the other
+  systems' top ``rerank_depth`` candidates.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from . import index as idx
 from . import sparse
 from .settings import Settings, settings as default_settings
 
-CLI_SYSTEMS = ("sparse", "dense", "hybrid")
+CLI_SYSTEMS = ("sparse", "dense", "hybrid", "reranked")
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,13 @@ def average(vectors: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
+def hybrid_search(index: idx.Index, parts: list, k: int, fusion: str = "rrf", rrf_k: int = 2, depth: int = 40, weights=None) -> list[idx.Hit]:
+    """``Index.hybrid`` with every request key the engines read (Index.hybrid omits ``"vector"``, which
+    ``EdgeEngine._request`` reads first; remove this wrapper once index.py sets it)."""
+    q = {"kind": "hybrid", "vector": None, "parts": parts, "limit": k, "fusion": fusion, "rrf_k": rrf_k, "depth": depth, "weights": weights}
+    return index.engine.query_batch([q])[0]
+
+
 class Linker:
     """Loads the index (and the dense model and recognisers on first use) once; links many queries."""
 
@@ -93,6 +103,7 @@ class Linker:
         self.profile_name = profile
         self.index = idx.open_index(self.s)
         self._encoder = None
+        self._reranker = None
 
     # --- parts ------------------------------------------------------------------------------------------
     @property
@@ -111,15 +122,31 @@ class Linker:
 
         return encoder.embed(list(texts), model=self.encoder(), settings=self.s)
 
+    @property
+    def reranker(self):
+        """The learned reranker (None when ``settings.reranker_model`` names no model)."""
+        if self._reranker is None:
+            from . import rerank
+
+            path = rerank.model_path(self.s)
+            self._reranker = rerank.Reranker.load(path) if path else False
+        return self._reranker or None
+
+    def fusion_params(self) -> dict:
+        w = [float(x) for x in self.s.fusion_weights.split(",") if x.strip()] or None
+        return {"fusion": self.s.fusion, "rrf_k": self.s.rrf_k, "weights": w}
+
     def profile(self):
         from . import asr
 
         return asr.profile(self.profile_name, self.s)
 
     # --- linking ----------------------------------------------------------------------------------------
-    def link_texts(self, transcripts: dict[str, str], k: int | None = None) -> LinkResult:
+    def link_texts(self, transcripts: dict[str, str], k: int | None = None, rerank: bool = True) -> LinkResult:
         """Every available system on the given transcripts (recogniser -> text; empty texts are ignored)."""
-        k = k or self.s.top_k
+        k_out = k or self.s.top_k
+        reranker = self.reranker if rerank else None
+        k = max(k_out, self.s.rerank_depth) if reranker else k_out  # the reranker sees every system's top depth
         texts = {r: t for r, t in transcripts.items() if t and t.strip()}
         result = LinkResult(transcripts=dict(transcripts), systems={})
         if not texts:
@@ -143,9 +170,22 @@ class Linker:
             result.timings_ms["dense"] = (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
             parts = [("dense", avg)] + [("sparse", v) for v in svecs.values()]
-            result.systems["hybrid"] = candidates(self.index.hybrid(parts, k=k, depth=self.s.rerank_depth))
+            result.systems["hybrid"] = candidates(hybrid_search(self.index, parts, k=k, depth=max(k, self.s.rerank_depth), **self._weights(len(parts))))
             result.timings_ms["hybrid"] = (time.perf_counter() - t0) * 1e3
+        if reranker:
+            t0 = time.perf_counter()
+            ranked = reranker.rerank(texts, result.systems, k=k_out, depth=self.s.rerank_depth)
+            result.systems["reranked"] = [Candidate(r, name, countries, round(p, 6), id) for r, (id, name, countries, p) in enumerate(ranked, 1)]
+            result.timings_ms["rerank"] = (time.perf_counter() - t0) * 1e3
+        if k != k_out:
+            result.systems = {key: v[:k_out] for key, v in result.systems.items()}
         return result
+
+    def _weights(self, n_parts: int) -> dict:
+        p = self.fusion_params()
+        if p["weights"] is not None and len(p["weights"]) != n_parts:
+            p["weights"] = None  # weights are for dense + one sparse part per recogniser; other counts: equal
+        return p
 
     def link_audio(self, audio, k: int | None = None, language: str | None = None) -> LinkResult:
         """Decode and check ``audio`` (path, bytes or 16 kHz float32 array), run both recognisers, link.
@@ -173,6 +213,10 @@ class Linker:
         """One ranked list for one utterance given one or more transcripts of it (the CLI's ``search``)."""
         if system not in CLI_SYSTEMS:
             raise ValueError(f"unknown system {system!r}; choose one of {', '.join(CLI_SYSTEMS)}")
+        if system == "reranked":
+            if self.reranker is None:
+                raise FileNotFoundError(f"no reranker model ({self.s.reranker_model!r} under {self.s.models_dir})")
+            return self.link_texts({f"t{i}": t for i, t in enumerate(texts)}, k).systems.get("reranked", [])
         svec = sum_sparse([self.index.sparse_query(t) for t in texts])
         if system == "sparse":
             return candidates(self.index.search_sparse_vectors([svec], k)[0])
@@ -181,7 +225,7 @@ class Linker:
         avg = average(self.embed(texts))
         if system == "dense":
             return candidates(self.index.search_dense(avg[None, :], k)[0])
-        return candidates(self.index.hybrid([("dense", avg), ("sparse", svec)], k=k, depth=self.s.rerank_depth))
+        return candidates(hybrid_search(self.index, [("dense", avg), ("sparse", svec)], k=k, depth=max(k, self.s.rerank_depth), **self._weights(2)))
 
     def close(self) -> None:
         self.index.close()

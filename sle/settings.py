@@ -86,6 +86,13 @@ class Settings:
     annotations_k: int = 40  # candidates stored per system with each label (recall@40 needs 40)
     sqlite_busy_ms: int = 30000  # wait this long for another annotator's write before failing
 
+    # --- linking ---------------------------------------------------------------------------------------
+    # Hybrid fusion inside Qdrant (docs/evaluation.md has the sweep that chose these).
+    fusion: str = "rrf"  # rrf | dbsf
+    rrf_k: int = 2  # RRF's k: score = sum of weight / (k + rank)
+    fusion_weights: str = ""  # comma-separated weights of the fused parts (dense first, then sparse per recogniser)
+    reranker_model: str = "reranker-v1"  # folder under models_dir (or a path); "" turns the reranked system off
+
     # --- limits ----------------------------------------------------------------------------------------
     top_k: int = 10
     rerank_depth: int = 40

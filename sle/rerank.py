@@ -1,0 +1,361 @@
+"""The ``reranked`` system: a learned scorer over the union of every system's top candidates.
+
+Each candidate of an utterance gets features that do not depend on which recogniser said what (so one model
+serves any recogniser pair): its best rank, score and number of lists in each retrieval family (sparse, dense per
+recogniser, dense-averaged, hybrid), spelling similarities to the transcripts (RapidFuzz: ratio, Jaro-Winkler,
+token sort, prefix/suffix, with and without spaces, max and mean over transcripts), Kölner Phonetik agreement,
+length difference and the number of countries that have the name. A gradient-boosted tree model
+(scikit-learn's ``HistGradientBoostingClassifier``, trained on the candidate lists of TRAINING utterances; see
+:func:`train`) gives each candidate a probability of being the target; candidates are sorted by it.
+
+The trees are stored as plain arrays (``model.npz``, no pickle) with ``meta.json``, and evaluated with numpy, so
+serving needs neither scikit-learn nor a matching version of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .settings import Settings, settings as default_settings
+from .text import normalize
+
+log = logging.getLogger(__name__)
+
+FAMILIES = ("sparse", "dense", "dense-avg", "hybrid")
+STRING_FEATURES = ("ratio", "jaro_winkler", "token_sort", "ratio_nospace", "prefix", "suffix", "cologne", "len_diff")
+FORMAT = "sle-reranker-hgb-v1"
+
+
+def feature_names() -> list[str]:
+    names = []
+    for fam in FAMILIES:
+        names += [f"{fam}_inv_rank", f"{fam}_score", f"{fam}_score_rel", f"{fam}_lists"]
+    for f in STRING_FEATURES:
+        names += [f"{f}_max", f"{f}_mean"]
+    names += ["lists_share", "n_countries", "name_len", "n_words_diff", "transcripts_agree", "n_transcripts"]
+    return names
+
+
+FEATURES = feature_names()
+
+
+def family(system: str) -> str | None:
+    base = system.split("@", 1)[0]
+    return base if base in FAMILIES else None
+
+
+@lru_cache(maxsize=200_000)
+def _cologne(text: str) -> str:
+    from .evaluate import cologne_key
+
+    return cologne_key(text)
+
+
+@dataclass
+class Pool:
+    """An utterance's candidates (union of the systems' lists) and their feature matrix."""
+
+    ids: list[int]
+    names: list[str]
+    countries: list[tuple[str, ...]]
+    X: np.ndarray
+
+
+def pool(transcripts: dict[str, str], systems: dict, depth: int = 40) -> Pool:
+    """Candidates of every system (top ``depth`` of each) with their features. ``systems``: key -> list of
+    objects with ``id``, ``name``, ``countries``, ``score`` in rank order (``Candidate`` or ``Hit``)."""
+    from rapidfuzz import fuzz, process
+    from rapidfuzz.distance import JaroWinkler, Postfix, Prefix
+
+    ids: list[int] = []
+    row: dict[int, int] = {}
+    names, countries = [], []
+    lists = {k: v[:depth] for k, v in systems.items() if family(k) and v}
+    for cands in lists.values():
+        for c in cands:
+            if c.id not in row:
+                row[c.id] = len(ids)
+                ids.append(c.id)
+                names.append(c.name)
+                countries.append(tuple(c.countries))
+    n = len(ids)
+    X = np.full((n, len(FEATURES)), np.nan, dtype=np.float32)
+    if n == 0:
+        return Pool(ids, names, countries, X)
+    col = {f: i for i, f in enumerate(FEATURES)}
+
+    # retrieval features per family: best (max) over the family's lists
+    for fam in FAMILIES:
+        fam_lists = [v for k, v in lists.items() if family(k) == fam]
+        if not fam_lists:
+            continue
+        inv = np.zeros(n, np.float32)
+        score = np.full(n, np.nan, np.float32)
+        rel = np.full(n, np.nan, np.float32)
+        count = np.zeros(n, np.float32)
+        for cands in fam_lists:
+            top = cands[0].score if cands[0].score else 1.0
+            for r, c in enumerate(cands, 1):
+                i = row[c.id]
+                inv[i] = max(inv[i], 1.0 / r)
+                score[i] = np.fmax(score[i], c.score)
+                rel[i] = np.fmax(rel[i], c.score / top if top else 0.0)
+                count[i] += 1
+        X[:, col[f"{fam}_inv_rank"]] = inv
+        X[:, col[f"{fam}_score"]] = score
+        X[:, col[f"{fam}_score_rel"]] = rel
+        X[:, col[f"{fam}_lists"]] = count / len(fam_lists)
+    in_lists = np.zeros(n, np.float32)
+    for cands in lists.values():
+        in_lists[[row[c.id] for c in cands]] += 1
+    X[:, col["lists_share"]] = in_lists / max(len(lists), 1)
+
+    # spelling features against each transcript
+    texts = [t for t in (normalize(x) for x in transcripts.values()) if t]
+    keys = [normalize(x) for x in names]
+    if texts:
+        nospace_t = [t.replace(" ", "") for t in texts]
+        nospace_k = [k.replace(" ", "") for k in keys]
+        sims = {
+            "ratio": process.cdist(texts, keys, scorer=fuzz.ratio, dtype=np.float32) / 100,
+            "jaro_winkler": process.cdist(texts, keys, scorer=JaroWinkler.normalized_similarity, dtype=np.float32),
+            "token_sort": process.cdist(texts, keys, scorer=fuzz.token_sort_ratio, dtype=np.float32) / 100,
+            "ratio_nospace": process.cdist(nospace_t, nospace_k, scorer=fuzz.ratio, dtype=np.float32) / 100,
+            "prefix": process.cdist(nospace_t, nospace_k, scorer=Prefix.normalized_similarity, dtype=np.float32),
+            "suffix": process.cdist(nospace_t, nospace_k, scorer=Postfix.normalized_similarity, dtype=np.float32),
+            "cologne": process.cdist([_cologne(t) for t in texts], [_cologne(k) for k in keys], scorer=fuzz.ratio, dtype=np.float32) / 100,
+        }
+        lt = np.array([len(t) for t in nospace_t], np.float32)[:, None]
+        lk = np.array([len(k) for k in nospace_k], np.float32)[None, :]
+        sims["len_diff"] = np.abs(lt - lk) / np.maximum(lk, 1)
+        for f, m in sims.items():
+            X[:, col[f"{f}_max"]] = m.max(axis=0) if f != "len_diff" else m.min(axis=0)
+            X[:, col[f"{f}_mean"]] = m.mean(axis=0)
+        wt = np.array([len(t.split()) for t in texts], np.float32)[:, None]
+        wk = np.array([len(k.split()) for k in keys], np.float32)[None, :]
+        X[:, col["n_words_diff"]] = np.abs(wt - wk).min(axis=0)
+        if len(texts) > 1:
+            X[:, col["transcripts_agree"]] = float(np.mean([fuzz.ratio(a, b) / 100 for i, a in enumerate(texts) for b in texts[i + 1 :]]))
+    X[:, col["n_transcripts"]] = len(texts)
+    X[:, col["n_countries"]] = [len(c) for c in countries]
+    X[:, col["name_len"]] = [len(k) for k in keys]
+    return Pool(ids, names, countries, X)
+
+
+# --- the model ------------------------------------------------------------------------------------------------------
+
+
+class TreeModel:
+    """A binary HistGradientBoostingClassifier as arrays: ``predict(X)`` returns log-odds."""
+
+    FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf")
+
+    def __init__(self, trees: list[dict[str, np.ndarray]], baseline: float, features: list[str]):
+        self.trees, self.baseline, self.features = trees, float(baseline), list(features)
+
+    @classmethod
+    def from_sklearn(cls, clf, features: Sequence[str]) -> "TreeModel":
+        trees = []
+        for (pred,) in clf._predictors:
+            nodes = pred.nodes
+            if nodes["is_categorical"].any():
+                raise ValueError("categorical splits are not supported")
+            trees.append({f: np.asarray(nodes[f]) for f in cls.FIELDS})
+        return cls(trees, float(np.ravel(clf._baseline_prediction)[0]), list(features))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        out = np.full(len(X), self.baseline)
+        rows = np.arange(len(X))
+        for t in self.trees:
+            node = np.zeros(len(X), dtype=np.int64)
+            while True:
+                leaf = t["is_leaf"][node].astype(bool)
+                if leaf.all():
+                    break
+                x = X[rows, t["feature_idx"][node]]
+                go_left = np.where(np.isnan(x), t["missing_go_to_left"][node].astype(bool), x <= t["num_threshold"][node])
+                nxt = np.where(go_left, t["left"][node], t["right"][node]).astype(np.int64)
+                node = np.where(leaf, node, nxt)
+            out += t["value"][node]
+        return out
+
+    def save(self, folder: Path, meta: dict) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {f"t{i}_{f}": a for i, t in enumerate(self.trees) for f, a in t.items()}
+        np.savez_compressed(folder / "model.npz", baseline=np.array([self.baseline]), n_trees=np.array([len(self.trees)]), **arrays)
+        (folder / "meta.json").write_text(json.dumps({"format": FORMAT, "features": self.features, **meta}, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "TreeModel":
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{folder}: not an sle reranker ({meta.get('format')!r})")
+        z = np.load(folder / "model.npz", allow_pickle=False)
+        trees = [{f: z[f"t{i}_{f}"] for f in cls.FIELDS} for i in range(int(z["n_trees"][0]))]
+        return cls(trees, float(z["baseline"][0]), meta["features"])
+
+
+def model_path(s: Settings | None = None) -> Path | None:
+    s = s or default_settings
+    if not s.reranker_model:
+        return None
+    p = Path(s.reranker_model)
+    p = p if p.is_absolute() or p.exists() else Path(s.models_dir) / s.reranker_model
+    return p if (p / "meta.json").exists() else None
+
+
+class Reranker:
+    def __init__(self, model: TreeModel):
+        if model.features != FEATURES:
+            raise ValueError("the reranker was trained on other features: retrain it (python -m sle eval --train-reranker)")
+        self.model = model
+
+    @classmethod
+    def load(cls, folder: Path) -> "Reranker":
+        return cls(TreeModel.load(Path(folder)))
+
+    def rerank(self, transcripts: dict[str, str], systems: dict, k: int = 10, depth: int = 40):
+        """The candidates of ``systems`` in the model's order: a list of ``(id, name, countries, probability)``."""
+        p = pool(transcripts, systems, depth)
+        if not p.ids:
+            return []
+        logit = self.model.predict(p.X)
+        order = np.argsort(-logit, kind="stable")[:k]
+        prob = 1.0 / (1.0 + np.exp(-logit[order]))
+        return [(p.ids[i], p.names[i], p.countries[i], float(pr)) for i, pr in zip(order, prob)]
+
+
+# --- training -------------------------------------------------------------------------------------------------------
+
+
+def noisy_queries(entries: Sequence, n: int, seed: int = 0) -> list:
+    """Two independent ASR-like misspellings of each of ``n`` names (character noise, mixed strength), as
+    utterances heard by two pseudo-recognisers. Used while few synthetic training transcripts exist."""
+    from . import train as tr
+    from .evaluate import Query
+    from .text import corrupt as corrupt_text
+
+    rng = random.Random(seed)
+    chosen = rng.sample(list(entries), min(n, len(entries)))
+    out = []
+    for e in chosen:
+        ts = {}
+        for j, rec in enumerate(("noise-a", "noise-b")):
+            kind = rng.random()
+            if kind < 0.4:
+                t = tr.corrupt(e.name, seed, j)
+            elif kind < 0.75:
+                t = tr.corrupt(tr.corrupt(e.name, seed, j), seed + 1, j)
+            else:
+                t = corrupt_text(tr.corrupt(e.name, seed, j), rng, strength=1.5)
+            ts[rec] = t
+        out.append(Query(e.id, e.name, ts))
+    return out
+
+
+def training_queries(gazetteer, n_noise: int = 3000, max_synthetic: int | None = None, seed: int = 0, s: Settings | None = None) -> tuple[list, dict]:
+    """TRAIN-split utterances only: synthetic transcripts where they exist, plus corrupted train-split names."""
+    from .evaluate import synthetic_queries
+    from .synth import split_of
+
+    s = s or default_settings
+    synthetic = synthetic_queries("train", gazetteer, limit=max_synthetic, seed=seed, s=s)
+    train_entries = [e for e in gazetteer.entries if split_of(e.key) == "train"]
+    noise = noisy_queries(train_entries, n_noise, seed=seed) if n_noise else []
+    return synthetic + noise, {"synthetic_train_utterances": len(synthetic), "noise_utterances": len(noise)}
+
+
+def collect(queries: Sequence, linker, depth: int = 40, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Feature rows, labels and group (utterance) ids of the candidate pools of ``queries``."""
+    from tqdm.auto import tqdm
+
+    Xs, ys, gs = [], [], []
+    found = 0
+    for qi, q in enumerate(tqdm(queries, desc="pools", unit="utt", disable=not progress)):
+        res = linker.link_texts(q.transcripts, k=depth, rerank=False)
+        p = pool(q.transcripts, res.systems, depth)
+        if not p.ids:
+            continue
+        y = np.array([i == q.target for i in p.ids], dtype=np.int8)
+        found += int(y.any())
+        Xs.append(p.X)
+        ys.append(y)
+        gs.append(np.full(len(y), qi, dtype=np.int32))
+    info = {"utterances": len(queries), "target_in_pool": round(found / max(len(queries), 1), 4)}
+    return np.vstack(Xs), np.concatenate(ys), np.concatenate(gs), info
+
+
+def fit(X: np.ndarray, y: np.ndarray, seed: int = 0, **params):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    kw = dict(max_iter=300, learning_rate=0.08, max_leaf_nodes=31, min_samples_leaf=40, l2_regularization=1.0, early_stopping=True,
+              validation_fraction=0.1, n_iter_no_change=20, random_state=seed)  # fmt: skip
+    kw.update(params)
+    clf = HistGradientBoostingClassifier(**kw)
+    X = X.copy()
+    X[:, np.isnan(X).all(axis=0)] = -1.0  # a family absent in training (no dense model yet): constant, never split on
+    clf.fit(X, y)
+    return clf
+
+
+def train(
+    out: str | Path | None = None,
+    n_noise: int = 3000,
+    max_synthetic: int | None = None,
+    seed: int = 0,
+    linker=None,
+    gazetteer=None,
+    progress: bool = True,
+    s: Settings | None = None,
+) -> dict:
+    """Train the reranker on training utterances' candidate pools; write ``model.npz``, ``meta.json``, card."""
+    from . import gazetteer as gz
+    from . import link
+
+    s = s or default_settings
+    g = gazetteer if gazetteer is not None else gz.load(settings=s)
+    linker = linker or link.Linker(s)
+    queries, data_info = training_queries(g, n_noise, max_synthetic, seed, s)
+    if not queries:
+        raise ValueError("no training utterances (no train-split transcripts and n_noise=0)")
+    t0 = time.perf_counter()
+    X, y, groups, pool_info = collect(queries, linker, s.rerank_depth, progress)
+    t_collect = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clf = fit(X, y, seed)
+    t_fit = time.perf_counter() - t0
+    model = TreeModel.from_sklearn(clf, FEATURES)
+    # the exported trees must agree with scikit-learn
+    check = X[: min(len(X), 5000)]
+    diff = float(np.max(np.abs(model.predict(check) - clf.decision_function(check))))
+    if diff > 1e-6:
+        raise RuntimeError(f"exported trees disagree with scikit-learn by {diff}")
+    import sklearn
+
+    folder = Path(out) if out else Path(s.models_dir) / (s.reranker_model or "reranker-v1")
+    meta = {
+        "trained_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "data": data_info | pool_info,
+        "candidates": int(len(y)),
+        "positives": int(y.sum()),
+        "depth": s.rerank_depth,
+        "dense_model": s.dense_model if linker.has_dense else "",
+        "trees": len(model.trees),
+        "sklearn": sklearn.__version__,
+        "params": {k: v for k, v in clf.get_params().items() if isinstance(v, (int, float, str, bool, type(None)))},
+        "seconds": {"pools": round(t_collect, 1), "fit": round(t_fit, 1)},
+        "seed": seed,
+    }
+    model.save(folder, meta)
+    return {"out": str(folder), **meta}
