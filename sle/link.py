@@ -196,7 +196,7 @@ class Linker:
         from . import audio as au
 
         t0 = time.perf_counter()
-        samples = audio if isinstance(audio, np.ndarray) else au.load_audio(audio, settings=self.s)
+        samples = audio if isinstance(audio, np.ndarray) else au.load_audio(audio, s=self.s)
         t_load = (time.perf_counter() - t0) * 1e3
         p = self.profile()
         t0 = time.perf_counter()
