@@ -57,7 +57,8 @@ document.addEventListener("keydown", (ev) => {
   let el = ids[key] && document.getElementById(ids[key]);
   if (key === "r") {
     const box = document.getElementById("collect-audio");
-    el = box && (box.querySelector("button.record-button") || box.querySelector("button.stop-button"));
+    const visible = (b) => b && b.offsetParent !== null;  // record and stop buttons both exist; one is shown
+    el = box && [...box.querySelectorAll("button.record-button, button.stop-button")].find(visible);
   }
   if (el) { ev.preventDefault(); el.click(); }
 });
@@ -505,7 +506,8 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
         demo.load(lambda: progress_rows(), None, progress, **private)
 
         def who_am_i(request: gr.Request):
-            return request.username or "" if request else ""
+            # with auth the login is the annotator; without, leave whatever the person typed
+            return request.username if request and request.username else gr.update()
 
         demo.load(who_am_i, None, annotator, **private)
 

@@ -442,7 +442,8 @@ def read_prompt_list(path: str | Path) -> list[str]:
     delim = "\t" if "\t" in head else ("," if "," in head else None)
     if delim and "name" in [h.strip().casefold() for h in head.split(delim)]:
         return [r["name"].strip() for r in csv.DictReader(io.StringIO(text), delimiter=delim, skipinitialspace=True) if (r.get("name") or "").strip()]
-    return [x.strip() for x in lines]
+    names = [x.strip() for x in lines]
+    return names[1:] if names[0].casefold() == "name" else names  # a one-column file with a header
 
 
 def pick_prompt(gazetteer, rng, countries: Sequence[str] = (), names: Sequence[str] = ()) -> tuple[int | None, str]:
