@@ -513,9 +513,14 @@ def train(cfg: TrainConfig, settings: Settings | None = None) -> dict:
     out = Path(cfg.out or Path(s.models_dir) / f"dense-{cfg.version}")
     g = gz.load(limit=cfg.gazetteer_limit, settings=s)
     pairs = training_pairs(cfg, g, settings=s)
-    work = Path(s.data_dir) / "train" / f"{cfg.version}-{_fingerprint([cfg, g.fingerprint, len(pairs), pairs[:50]])}"
+    # Mined data depends only on the pairs and the miner; checkpoints on the whole config.
+    data_key = _fingerprint([cfg.version, cfg.num_negatives, cfg.init_from, g.fingerprint, len(g), len(pairs), pairs[:50]])
+    mined_dir = Path(s.data_dir) / "train" / f"mined-{cfg.version}-{data_key}"
+    work = Path(s.data_dir) / "train" / f"{cfg.version}-{_fingerprint([cfg.__dict__, data_key])}"
     work.mkdir(parents=True, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if s.dense_threads:  # on a busy CPU one thread beats two several times over (docs/dense.md)
+        torch.set_num_threads(s.dense_threads)
 
     # 1. the model to train
     if cfg.version == "v1":
@@ -525,14 +530,13 @@ def train(cfg: TrainConfig, settings: Settings | None = None) -> dict:
         model = encoder.build_encoder(cfg.backbone, seed=cfg.seed, device=device, settings=s)
 
     # 2. hard negatives (cached: mining the gazetteer takes minutes)
-    mined_dir = work / "mined"
     if (mined_dir / "dataset_info.json").exists():
         mined = load_from_disk(str(mined_dir))
     else:
         t = time.perf_counter()
         if cfg.version == "v1":  # v0 itself, over every name (its gazetteer embeddings are cached by evaluation)
             vectors = encoder.embed_gazetteer(model, g, settings=s)
-            mined = mine(pairs, model, [e.key for e in g.entries], cfg.num_negatives, corpus_vectors=vectors, cache_folder=work / "mining-cache")
+            mined = mine(pairs, model, [e.key for e in g.entries], cfg.num_negatives, corpus_vectors=vectors, cache_folder=mined_dir.with_name(mined_dir.name + "-cache"))
         else:  # the reference's miner, among the training names
             mined = mine(pairs, SentenceTransformer(minilm_path(), device=device), num_negatives=cfg.num_negatives)
         mined.save_to_disk(str(mined_dir))
@@ -580,7 +584,9 @@ def train(cfg: TrainConfig, settings: Settings | None = None) -> dict:
         "mined_rows": len(mined),
         "gazetteer_names": len(g),
         "device": device,
-        "train_seconds": round(train_s, 1),
+        "train_seconds": round(train_s, 1),  # this run only (a resumed run counts from its checkpoint)
+        "steps": trainer.state.global_step,
+        "threads": torch.get_num_threads(),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "validation": metrics,
     }
@@ -622,7 +628,7 @@ Byte-level bi-encoder for spoken street-name linking (sle): an ASR transcript an
   relative margin 0.05, positive excluded); {info['mined_rows']:,} rows kept.
 - Training: MultipleNegativesRankingLoss (scale 20), no-duplicates batches of {cfg['batch_size']}, lr {cfg['learning_rate']},
   warmup {cfg['warmup_ratio']}, {cfg['epochs']} epoch(s), seed {cfg['seed']}, on {info['device']}:
-  {info['train_seconds']:.0f} s training, {info['total_seconds']:.0f} s in all.
+  {info['steps']} steps; this run: {info['train_seconds']:.0f} s training, {info['total_seconds']:.0f} s in all ({info['threads']} CPU threads).
 
 ## Validation recall (against all {info['gazetteer_names']:,} gazetteer names, exact search)
 
