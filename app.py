@@ -36,7 +36,7 @@ SYSTEM_FAMILIES = {
     "dense-avg": "needs a dense model in models/ and its vectors in the index (`python -m sle index`)",
     "dense@": "needs a dense model in models/ and its vectors in the index",
     "hybrid": "fuses dense and sparse: needs the dense model",
-    "reranked": "the reranker is not part of this version yet",
+    "reranked": "needs a trained reranker in models/ (`python -m sle eval --train-reranker`)",
 }
 COLLECT_GUIDELINES = """
 **How to record**: press *Next street*, read the street name aloud once, the way you would say it on the phone,
@@ -102,6 +102,9 @@ class Services:
                     self._linker = link.Linker(self.s)
                 except idx.IndexNotReady as e:
                     raise gr.Error(f"The street index is not ready: {e}. Build it on the page (button at the top).") from e
+                except Exception as e:  # the embedded engine opens in one process at a time
+                    raise gr.Error(f"The street index at {self.s.index_dir} could not be opened ({e}); is another sle process "
+                                   "using it? The embedded index serves one process; use a Qdrant server (SLE_QDRANT_URL) to share it.") from e  # fmt: skip
             return self._linker
 
     def profile(self) -> asr.Profile:
@@ -120,7 +123,10 @@ class Services:
             return f"build failed: {b['error']}"
         if self._linker is not None:
             return f"ready: {len(self._linker.index):,} names" + (", dense vectors" if self._linker.has_dense else ", sparse only")
-        m = idx.build_status(self.s)
+        try:
+            m = idx.build_status(self.s)
+        except Exception as e:  # held by another process (see linker())
+            return f"cannot be opened ({e})"
         if m is None:
             return "missing"
         return "ready (not loaded yet)" if m.ready else f"incomplete: {m.points_done:,}/{m.n_points:,} names (resume the build)"
@@ -411,7 +417,7 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
             with gr.Row():
                 with gr.Column(scale=1):
                     audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Say or upload a street name", elem_id="try-audio")
-                    target = gr.Dropdown(label="Known street (optional): highlighted in every list", allow_custom_value=True, filterable=True, choices=[], value=None)
+                    target = gr.Dropdown(label="Known street (optional): highlighted in every list", allow_custom_value=True, filterable=True, choices=[], value=None, elem_id="try-target")
                     go = gr.Button("Find the street", variant="primary", elem_id="try-go")
                 with gr.Column(scale=1):
                     texts = [gr.Textbox(label=f"recogniser {i + 1}", interactive=True, elem_id=f"try-text-{i}") for i in range(N_RECOGNISERS)]
