@@ -291,11 +291,35 @@ def _run_link(args) -> int:
     return rc
 
 
+# --- export (human control data collected with the app) --------------------------------------------------
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export the labelled recordings collected with the app, and their recall@k")
+    p.add_argument("--format", default="audiofolder", choices=("audiofolder", "csv", "jsonl"), help="audiofolder: Hugging Face dataset zip")
+    p.add_argument("--out", default=".", help="folder to write the export to")
+    p.add_argument("--annotator", help="only this annotator's items")
+    p.add_argument("--recall", action="store_true", help="print recall@1/10/40 per system (JSON) instead of exporting")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from .annotations import Store
+
+    store = Store()
+    if args.recall:
+        _print_json(store.recall(annotator=args.annotator))
+        return 0
+    path = store.export(args.format, args.out, annotator=args.annotator)
+    print(f"{len(store.list(args.annotator))} items -> {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sle", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth, _add_train, _add_embed, _add_eval, _add_link):
+    for add in (_add_index, _add_search, _add_bench, _add_transcribe, _add_synth, _add_train, _add_embed, _add_eval, _add_link, _add_export):
         add(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
