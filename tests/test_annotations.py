@@ -225,3 +225,16 @@ def test_exports_parse_back(tmp_path, clip):
     datasets = pytest.importorskip("datasets")
     ds = datasets.load_dataset("audiofolder", data_dir=str(tmp_path / "hf"), split="train")
     assert sorted(ds["uid"]) == sorted(i.uid for i in items)
+
+
+def test_export_command(tmp_path, clip):
+    store = _store(tmp_path)
+    item = _add(store, clip, "alice")
+    env = {**os.environ, "SLE_DATA_DIR": str(tmp_path / "var")}
+    out = subprocess.run([sys.executable, "-m", "sle", "export", "--format", "jsonl", "--out", str(tmp_path / "x")],
+                         env=env, capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.startswith("1 items -> ")
+    path = out.stdout.strip().split(" -> ")[1]
+    assert [json.loads(x)["uid"] for x in open(path, encoding="utf-8")] == [item.uid]
+    rec = subprocess.run([sys.executable, "-m", "sle", "export", "--recall"], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(rec.stdout) == store.recall()
