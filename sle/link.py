@@ -142,18 +142,25 @@ class Linker:
         return asr.profile(self.profile_name, self.s)
 
     # --- linking ----------------------------------------------------------------------------------------
-    def link_texts(self, transcripts: dict[str, str], k: int | None = None, rerank: bool = True) -> LinkResult:
-        """Every available system on the given transcripts (recogniser -> text; empty texts are ignored)."""
+    def link_texts(self, transcripts: dict[str, str], k: int | None = None, rerank: bool = True, pool: bool = False) -> LinkResult:
+        """Every available system on the given transcripts (recogniser -> text; empty texts are ignored).
+
+        With a reranker (or ``pool=True``, which returns the untruncated lists the reranker would see), sparse
+        lists are fetched ``rerank_sparse_depth`` deep and the others ``rerank_depth`` deep; every list returned
+        is cut to ``k`` unless ``pool``.
+        """
         k_out = k or self.s.top_k
         reranker = self.reranker if rerank else None
-        k = max(k_out, self.s.rerank_depth) if reranker else k_out  # the reranker sees every system's top depth
+        deep = pool or reranker is not None
+        k_sparse = max(k_out, self.s.rerank_sparse_depth) if deep else k_out
+        k = max(k_out, self.s.rerank_depth) if deep else k_out
         texts = {r: t for r, t in transcripts.items() if t and t.strip()}
         result = LinkResult(transcripts=dict(transcripts), systems={})
         if not texts:
             return result
         t0 = time.perf_counter()
         svecs = {r: self.index.sparse_query(t) for r, t in texts.items()}
-        hits = self.index.search_sparse_vectors(list(svecs.values()), k)
+        hits = self.index.search_sparse_vectors(list(svecs.values()), k_sparse)
         for r, h in zip(svecs, hits):
             result.systems[f"sparse@{r}"] = candidates(h)
         result.timings_ms["sparse"] = (time.perf_counter() - t0) * 1e3
@@ -174,10 +181,10 @@ class Linker:
             result.timings_ms["hybrid"] = (time.perf_counter() - t0) * 1e3
         if reranker:
             t0 = time.perf_counter()
-            ranked = reranker.rerank(texts, result.systems, k=k_out, depth=self.s.rerank_depth)
+            ranked = reranker.rerank(texts, result.systems, k=k_out)
             result.systems["reranked"] = [Candidate(r, name, countries, round(p, 6), id) for r, (id, name, countries, p) in enumerate(ranked, 1)]
             result.timings_ms["rerank"] = (time.perf_counter() - t0) * 1e3
-        if k != k_out:
+        if not pool:
             result.systems = {key: v[:k_out] for key, v in result.systems.items()}
         return result
 

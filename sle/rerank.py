@@ -71,16 +71,16 @@ class Pool:
     X: np.ndarray
 
 
-def pool(transcripts: dict[str, str], systems: dict, depth: int = 40) -> Pool:
-    """Candidates of every system (top ``depth`` of each) with their features. ``systems``: key -> list of
-    objects with ``id``, ``name``, ``countries``, ``score`` in rank order (``Candidate`` or ``Hit``)."""
+def pool(transcripts: dict[str, str], systems: dict, depth: int | None = None) -> Pool:
+    """Candidates of every system (its whole list, or its top ``depth``) with their features. ``systems``: key ->
+    list of objects with ``id``, ``name``, ``countries``, ``score`` in rank order (``Candidate`` or ``Hit``)."""
     from rapidfuzz import fuzz, process
     from rapidfuzz.distance import JaroWinkler, Postfix, Prefix
 
     ids: list[int] = []
     row: dict[int, int] = {}
     names, countries = [], []
-    lists = {k: v[:depth] for k, v in systems.items() if family(k) and v}
+    lists = {k: v[:depth] if depth else v for k, v in systems.items() if family(k) and v}
     for cands in lists.values():
         for c in cands:
             if c.id not in row:
@@ -225,7 +225,7 @@ class Reranker:
     def load(cls, folder: Path) -> "Reranker":
         return cls(TreeModel.load(Path(folder)))
 
-    def rerank(self, transcripts: dict[str, str], systems: dict, k: int = 10, depth: int = 40):
+    def rerank(self, transcripts: dict[str, str], systems: dict, k: int = 10, depth: int | None = None):
         """The candidates of ``systems`` in the model's order: a list of ``(id, name, countries, probability)``."""
         p = pool(transcripts, systems, depth)
         if not p.ids:
@@ -276,15 +276,15 @@ def training_queries(gazetteer, n_noise: int = 3000, max_synthetic: int | None =
     return synthetic + noise, {"synthetic_train_utterances": len(synthetic), "noise_utterances": len(noise)}
 
 
-def collect(queries: Sequence, linker, depth: int = 40, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+def collect(queries: Sequence, linker, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Feature rows, labels and group (utterance) ids of the candidate pools of ``queries``."""
     from tqdm.auto import tqdm
 
     Xs, ys, gs = [], [], []
     found = 0
     for qi, q in enumerate(tqdm(queries, desc="pools", unit="utt", disable=not progress)):
-        res = linker.link_texts(q.transcripts, k=depth, rerank=False)
-        p = pool(q.transcripts, res.systems, depth)
+        res = linker.link_texts(q.transcripts, rerank=False, pool=True)
+        p = pool(q.transcripts, res.systems)
         if not p.ids:
             continue
         y = np.array([i == q.target for i in p.ids], dtype=np.int8)
@@ -330,7 +330,7 @@ def train(
     if not queries:
         raise ValueError("no training utterances (no train-split transcripts and n_noise=0)")
     t0 = time.perf_counter()
-    X, y, groups, pool_info = collect(queries, linker, s.rerank_depth, progress)
+    X, y, groups, pool_info = collect(queries, linker, progress)
     t_collect = time.perf_counter() - t0
     t0 = time.perf_counter()
     clf = fit(X, y, seed)
@@ -350,6 +350,7 @@ def train(
         "candidates": int(len(y)),
         "positives": int(y.sum()),
         "depth": s.rerank_depth,
+        "sparse_depth": s.rerank_sparse_depth,
         "dense_model": s.dense_model if linker.has_dense else "",
         "trees": len(model.trees),
         "sklearn": sklearn.__version__,
@@ -358,4 +359,35 @@ def train(
         "seed": seed,
     }
     model.save(folder, meta)
+    (folder / "README.md").write_text(card(meta), encoding="utf-8")
     return {"out": str(folder), **meta}
+
+
+def card(meta: dict) -> str:
+    """The model card of a trained reranker."""
+    d = meta["data"]
+    return f"""# {FORMAT}: the `reranked` system's model
+
+A binary gradient-boosted tree model (scikit-learn {meta['sklearn']} `HistGradientBoostingClassifier`, {meta['trees']} trees,
+exported to plain arrays in `model.npz`; `meta.json` lists the {len(FEATURES)} features in order) that scores each candidate
+of an utterance's pool: the union of every retrieval list of `sle.link.Linker` (sparse lists {meta.get('sparse_depth', meta['depth'])} deep,
+dense / dense-avg / hybrid lists {meta['depth']} deep). The candidates are sorted by the predicted probability that they are
+the street that was said; the probability is the `score` of the `reranked` system.
+
+- **Features** (recogniser-agnostic: max / mean over transcripts and lists): per retrieval family (sparse, dense,
+  dense-avg, hybrid) best 1/rank, best score, best score relative to the list's top, share of the family's lists
+  holding the candidate; RapidFuzz ratio, Jaro-Winkler, token-sort ratio, ratio without spaces, common prefix and
+  suffix, Kölner Phonetik key similarity, length difference; number of countries, name length, word-count
+  difference, agreement between the transcripts. See `sle/rerank.py`.
+- **Training data** (TRAIN split only, never validation/test): {d['synthetic_train_utterances']} synthetic train-split utterances
+  (TTS -> Whisper transcripts) and {d['noise_utterances']} train-split names each misspelled twice by the character-noise model
+  (`sle.rerank.noisy_queries`: `sle.train.corrupt`, once or twice, or with `sle.text.corrupt` on top). The target
+  was in the pool for {d['target_in_pool']:.1%} of the training utterances; {meta['candidates']:,} candidates, {meta['positives']:,} positive.
+- **Dense model seen in training**: {meta['dense_model'] or 'none (the index had no dense vectors: dense features were constant and unused)'}.
+  Retrain after the index gets dense vectors: `python -m sle eval --train-reranker`.
+- **Hyperparameters**: learning rate {meta['params'].get('learning_rate')}, up to {meta['params'].get('max_iter')} iterations with early stopping on a
+  10% hold-out, {meta['params'].get('max_leaf_nodes')} leaves, min {meta['params'].get('min_samples_leaf')} samples per leaf, L2 {meta['params'].get('l2_regularization')}, seed {meta['seed']}.
+- **Cost**: pools {meta['seconds']['pools']} s, fit {meta['seconds']['fit']} s on the shared 2-core CPU ({meta['trained_at']}).
+- **Metrics**: `docs/evaluation.md` (validation utterances, against the whole gazetteer).
+- **Reproduce**: `python -m sle eval --train-reranker --noise {d['noise_utterances']}` (trains, then evaluates).
+"""

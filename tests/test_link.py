@@ -106,7 +106,7 @@ def test_reranker_learns_and_beats_its_inputs(env, tmp_path):
     held_out = _noise_queries(g, 300, seed=99)  # other names and other noise than training
     r1 = {"reranked": 0, "best single list": 0}
     for q in held_out:
-        res = linker.link_texts(q.transcripts, k=40, rerank=False)
+        res = linker.link_texts(q.transcripts, rerank=False, pool=True)
         ranked = model.rerank(q.transcripts, res.systems, k=10)
         r1["reranked"] += rank_in([c[0] for c in ranked], q.target) == 1
         r1["best single list"] += max((rank_in([c.id for c in v], q.target) == 1) for v in res.systems.values())
