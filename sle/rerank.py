@@ -20,12 +20,12 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .phonetic import cologne
 from .settings import Settings, settings as default_settings
 from .text import normalize
 
@@ -52,13 +52,6 @@ FEATURES = feature_names()
 def family(system: str) -> str | None:
     base = system.split("@", 1)[0]
     return base if base in FAMILIES else None
-
-
-@lru_cache(maxsize=200_000)
-def _cologne(text: str) -> str:
-    from .evaluate import cologne_key
-
-    return cologne_key(text)
 
 
 @dataclass
@@ -133,7 +126,7 @@ def pool(transcripts: dict[str, str], systems: dict, depth: int | None = None) -
             "ratio_nospace": process.cdist(nospace_t, nospace_k, scorer=fuzz.ratio, dtype=np.float32) / 100,
             "prefix": process.cdist(nospace_t, nospace_k, scorer=Prefix.normalized_similarity, dtype=np.float32),
             "suffix": process.cdist(nospace_t, nospace_k, scorer=Postfix.normalized_similarity, dtype=np.float32),
-            "cologne": process.cdist([_cologne(t) for t in texts], [_cologne(k) for k in keys], scorer=fuzz.ratio, dtype=np.float32) / 100,
+            "cologne": process.cdist([cologne(t) for t in texts], [cologne(k) for k in keys], scorer=fuzz.ratio, dtype=np.float32) / 100,
         }
         lt = np.array([len(t) for t in nospace_t], np.float32)[:, None]
         lk = np.array([len(k) for k in nospace_k], np.float32)[None, :]
@@ -162,6 +155,18 @@ class TreeModel:
 
     def __init__(self, trees: list[dict[str, np.ndarray]], baseline: float, features: list[str]):
         self.trees, self.baseline, self.features = trees, float(baseline), list(features)
+        # all trees as one node table, so prediction walks every tree of every row at once
+        offsets = np.cumsum([0] + [len(t["value"]) for t in trees])[:-1]
+        cat = {f: np.concatenate([t[f] for t in trees]) if trees else np.zeros(0) for f in self.FIELDS}
+        self._roots = offsets.astype(np.int64)
+        self._feature = cat["feature_idx"].astype(np.int64)
+        self._threshold = cat["num_threshold"].astype(np.float64)
+        self._missing_left = cat["missing_go_to_left"].astype(bool)
+        self._leaf = cat["is_leaf"].astype(bool)
+        self._value = cat["value"].astype(np.float64)
+        shift = np.repeat(offsets, [len(t["value"]) for t in trees]).astype(np.int64)
+        self._left = np.where(self._leaf, 0, cat["left"].astype(np.int64) + shift)
+        self._right = np.where(self._leaf, 0, cat["right"].astype(np.int64) + shift)
 
     @classmethod
     def from_sklearn(cls, clf, features: Sequence[str]) -> "TreeModel":
@@ -175,20 +180,18 @@ class TreeModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
-        out = np.full(len(X), self.baseline)
-        rows = np.arange(len(X))
-        for t in self.trees:
-            node = np.zeros(len(X), dtype=np.int64)
-            while True:
-                leaf = t["is_leaf"][node].astype(bool)
-                if leaf.all():
-                    break
-                x = X[rows, t["feature_idx"][node]]
-                go_left = np.where(np.isnan(x), t["missing_go_to_left"][node].astype(bool), x <= t["num_threshold"][node])
-                nxt = np.where(go_left, t["left"][node], t["right"][node]).astype(np.int64)
-                node = np.where(leaf, node, nxt)
-            out += t["value"][node]
-        return out
+        if not self.trees or not len(X):
+            return np.full(len(X), self.baseline)
+        node = np.broadcast_to(self._roots, (len(X), len(self._roots))).copy()  # rows x trees
+        rows = np.arange(len(X))[:, None]
+        while True:
+            leaf = self._leaf[node]
+            if leaf.all():
+                break
+            x = X[rows, self._feature[node]]
+            go_left = np.where(np.isnan(x), self._missing_left[node], x <= self._threshold[node])
+            node = np.where(leaf, node, np.where(go_left, self._left[node], self._right[node]))
+        return self.baseline + self._value[node].sum(axis=1)
 
     def save(self, folder: Path, meta: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)
