@@ -73,6 +73,7 @@ class Settings:
     # --- dense ---------------------------------------------------------------------------------------
     dense_batch_size: int = 256  # names per encoder batch (length-sorted inside sentence-transformers)
     dense_threads: int = 0  # torch CPU threads for the encoder; 0 = torch's default (all cores)
+    dense_int8: bool = False  # load the encoder with torch dynamic int8 quantization (CPU; see docs/dense.md)
     dense_backbone: str = "byt5-micro"  # preset (offline, from scratch) or hub name, e.g. google/byt5-small
 
     # --- app -----------------------------------------------------------------------------------------

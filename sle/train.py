@@ -427,6 +427,7 @@ def mine(
         output_format="n-tuple",
         batch_size=batch_size,
         cache_folder=str(cache_folder) if cache_folder is not None else None,
+        faiss_batch_size=512,  # queries per similarity chunk: 512 x 685k floats = 1.4 GB (the default needs 45 GB)
         verbose=True,
     )
     # Belt and braces: a negative equal to its positive would teach the model to push a name from itself.
