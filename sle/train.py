@@ -620,8 +620,7 @@ Byte-level bi-encoder for spoken street-name linking (sle): an ASR transcript an
 
 - Architecture: T5 encoder in the ByT5 layout (byte vocabulary, gated-GELU), {t5.num_layers} layers, d_model {t5.d_model},
   {t5.num_heads} heads, d_ff {t5.d_ff}; mean pooling; Dense -> 256; L2 normalise. {info['parameters']:,} parameters.
-- Backbone: `{cfg['backbone']}`{' (from scratch, random init)' if cfg['version'] == 'v0' and cfg['backbone'].startswith('byt5-') else ''}
-  {'; initialised from dense-v0' if cfg['version'] == 'v1' else ''}.
+- Backbone: `{cfg['backbone']}`{' (from scratch, random init)' if cfg['version'] == 'v0' and cfg['backbone'].startswith('byt5-') else ''}{'; initialised from dense-v0' if cfg['version'] == 'v1' else ''}.
 - Data: {info['pairs']:,} (anchor, name) pairs by source: {info['pairs_by_source']}. `noise` = deterministic
   character-level ASR-like corruptions of train-split names (`sle.train.corrupt`); other sources are transcripts of
   synthetic speech (`data/synthetic/train`). Splits by normalised name as `sle.synth.split_of`.
