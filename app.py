@@ -483,12 +483,12 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
                 label="Items (click a row to play it and fix its label)", interactive=False, elem_id="data-items",
             )  # fmt: skip
             with gr.Row():
-                sel_id = gr.Number(label="Selected item", interactive=False, precision=0)
-                sel_audio = gr.Audio(label="Recording", type="filepath", interactive=False)
-                fix_dd = gr.Dropdown(label="Correct label", choices=[an.NONE_LABEL], allow_custom_value=True, filterable=True)
+                sel_id = gr.Number(label="Selected item", interactive=False, precision=0, elem_id="data-selected")
+                sel_audio = gr.Audio(label="Recording", type="filepath", interactive=False, elem_id="data-audio")
+                fix_dd = gr.Dropdown(label="Correct label", choices=[an.NONE_LABEL], allow_custom_value=True, filterable=True, elem_id="data-fix-label")
                 with gr.Column(scale=0):
-                    fix_btn = gr.Button("Fix label")
-                    del_btn = gr.Button("Delete item", variant="stop")
+                    fix_btn = gr.Button("Fix label", elem_id="data-fix")
+                    del_btn = gr.Button("Delete item", variant="stop", elem_id="data-delete")
             gr.Markdown("### Recall@k per system on the human control data\nOver items labelled with a gazetteer street; "
                         "ranks are those the systems gave when the item was recorded.")  # fmt: skip
             with gr.Row():

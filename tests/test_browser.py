@@ -112,6 +112,41 @@ def test_record_results_label_row_in_sqlite(app, page, tmp_path):
     assert sf.info(app.data_dir / "annotations" / audio).duration > 1.0
     assert all(t in stored for t in transcripts)
 
+    # Data tab: the row is listed; select it, fix its label, delete it
     page.get_by_role("tab", name="Data").click()
     page.wait_for_selector("#data-items:has-text('browser')")
     assert TARGET in page.locator("#data-items").inner_text()
+    page.locator("#data-items [data-testid=cell-0-2]").click()
+    page.wait_for_selector("#data-audio audio, #data-audio [data-testid=waveform-Recording]", state="attached")
+    box = page.locator("#data-fix-label input").first
+    box.click()
+    box.fill("Nowhere Road 99")
+    box.press("Enter")
+    page.locator("#data-fix").click()
+    page.wait_for_selector("#data-items:has-text('Nowhere Road 99')")
+    con = sqlite3.connect(app.data_dir / "annotations" / "annotations.sqlite")
+    assert con.execute("SELECT label_kind, label_name FROM items").fetchall() == [("typed", "Nowhere Road 99")]
+    page.locator("#data-delete").click()
+    page.wait_for_function("() => !document.querySelector('#data-items').innerText.includes('browser')")
+    assert con.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0
+    con.close()
+    assert not (app.data_dir / "annotations" / audio).exists()
+
+
+def test_missing_index_offers_to_build_it_and_shows_progress(tmp_path, page):
+    from sle.settings import Settings
+
+    s = Settings(data_dir=tmp_path / "var", gazetteer=make_slice(tmp_path / "slice.tsv", step=2000))
+    share_packaged_whisper(s.data_dir)
+    a = App(app_env(s.data_dir, s.gazetteer, free_port()), tmp_path / "app.log").wait()
+    try:
+        page.goto(a.url)
+        page.wait_for_selector("text=Street index: missing")
+        page.get_by_role("button", name="Build the street index").click()
+        page.wait_for_selector("text=/Street index: ready/", timeout=120_000)
+        assert not page.get_by_role("button", name="Build the street index").is_visible()
+    finally:
+        a.stop()
+    from sle import index as idx
+
+    assert idx.build_status(s).ready
