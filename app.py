@@ -207,6 +207,9 @@ def info_md(result: dict, asr_info: dict) -> str:
     if asr_info.get("fallback_reason"):
         lines.append(f"⚠️ **Fallback**: the default recognisers (Whisper turbo + Parakeet) are not available here, so the packaged "
                      f"Whisper base models stand in; transcripts are worse than with the default pair. Reason: {asr_info['fallback_reason']}")  # fmt: skip
+    models = [f"{kind} `{name}`" for kind, name in result.get("models", {}).items() if name]
+    if models:
+        lines.append("**Models**: " + ", ".join(models))
     systems = result.get("systems", {})
     if systems:
         missing = missing_systems(systems)
@@ -257,7 +260,9 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
         return (lab.id, lab.name) if lab.kind == "entry" else (None, lab.name)
 
     def link_texts(transcripts: dict, k: int | None = None, target: str = "") -> dict:
-        result = sv.linker().link_texts({r: t or "" for r, t in (transcripts or {}).items()}, k=int(k or s.annotations_k)).to_dict()
+        linker = sv.linker()
+        result = linker.link_texts({r: t or "" for r, t in (transcripts or {}).items()}, k=int(k or s.annotations_k)).to_dict()
+        result["models"] = {"dense": s.dense_model if linker.has_dense else "", "reranker": s.reranker_model if "reranked" in result["systems"] else ""}
         tid, tname = target_of(target)
         if tid is not None or tname:
             result["target"] = {"id": tid, "name": tname,

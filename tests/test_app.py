@@ -4,6 +4,7 @@ Whisper models), driven through its named API endpoints with gradio_client."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import socket
@@ -32,9 +33,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@functools.lru_cache(maxsize=1)
+def shipped() -> gz.Gazetteer:
+    return gz.load()
+
+
 def make_slice(path: Path, step: int = 230, extra: tuple[str, ...] = (TARGET,)) -> Path:
     """Every ``step``-th name of the shipped gazetteer plus ``extra`` names: a small real gazetteer."""
-    g = gz.load()
+    g = shipped()
     with open(path, "w", encoding="utf-8") as f:
         f.write("name\tcountry\n")
         for e in g.entries[::step]:
@@ -185,14 +191,18 @@ def test_bad_audio_gets_a_clear_message(client, tmp_path):
         client.predict(handle_file(str(junk)), "", TARGET, "", api_name="/label")
 
 
-def test_missing_index_says_so_and_transcription_still_works(app_settings, speech_wav, tmp_path):
+def test_missing_index_says_so_transcription_still_works_login_required(app_settings, speech_wav, tmp_path):
     from gradio_client import Client, handle_file
 
     data_dir = tmp_path / "empty"
     share_packaged_whisper(data_dir)
-    a = App(app_env(data_dir, app_settings.gazetteer, free_port()), tmp_path / "app.log").wait()
+    env = app_env(data_dir, app_settings.gazetteer, free_port())
+    env["SLE_APP_AUTH"] = "anna:secret"  # and with a login: no API without it
+    a = App(env, tmp_path / "app.log").wait()
     try:
-        c = Client(a.url, verbose=False)
+        with pytest.raises(Exception):
+            Client(a.url, verbose=False).predict({"whisper:base": "x"}, 10, "", api_name="/link")
+        c = Client(a.url, auth=("anna", "secret"), verbose=False)
         with pytest.raises(Exception, match="index is not ready"):
             c.predict({"whisper:base": "hauptstrasse"}, 10, "", api_name="/link")
         heard = c.predict(handle_file(str(speech_wav)), api_name="/transcribe")
