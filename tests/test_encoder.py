@@ -59,13 +59,29 @@ def test_search_exact_matches_brute_force():
 
 # Golden vectors of the committed model: first values of fixed strings' embeddings (regenerate only when the
 # committed model changes on purpose: python -c "from sle import encoder; print(encoder.embed([...])[:, :6])").
-GOLDEN = {}
+GOLDEN = {
+    "v0": {
+        "Salzhübelstraße": [-0.04566, -0.03274, 0.07125, 0.04211, 0.00728, -0.0064],
+        "Zaltzubelstasse": [-0.03634, -0.02142, 0.10256, 0.00952, -0.06599, -0.02795],
+        "Kungsgatan": [-0.05811, -0.0487, 0.01144, -0.09496, -0.0318, 0.0088],
+    },
+}
 
 
 @pytest.mark.parametrize("version", sorted(GOLDEN))
 def test_golden_vectors_of_committed_models(version):
-    model = encoder.load_encoder(f"dense-{version}")
+    model = encoder.load_encoder(f"dense-{version}", int8=False)
     texts = list(GOLDEN[version])
     got = encoder.embed(texts, model=model)
     for text, row in zip(texts, got):
         assert np.allclose(row[: len(GOLDEN[version][text])], GOLDEN[version][text], atol=2e-4), text
+    # the committed model must also do its job on the seed's example: the misspelling is closest to its street
+    assert float(got[0] @ got[1]) > float(got[2] @ got[1])
+
+
+def test_int8_quantized_encoder_stays_close_to_float(fresh):
+    q = encoder.quantize_int8(fresh)
+    texts = ["Hauptstrasse", "Kungsgatan", "Rue de la Paix"]
+    a, b = encoder.embed(texts, model=fresh), encoder.embed(texts, model=q)
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert (np.sum(a * b, axis=1) > 0.95).all()
