@@ -306,7 +306,7 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
         out = []
         for i in range(N_RECOGNISERS):
             if i < len(specs):
-                out.append(gr.update(value=info["transcripts"].get(specs[i], ""), label=f"heard by {specs[i]} (editable)", visible=True))
+                out.append(gr.update(value=info["transcripts"].get(specs[i], ""), label=f"heard by {specs[i]}", visible=True))
             else:
                 out.append(gr.update(value="", visible=False))
         return out
@@ -316,8 +316,11 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
         return *boxes(info), info, info_md({}, info)
 
     def on_link(info, target, *texts):
-        if not info:
+        if not any((t or "").strip() for t in texts):
             return gr.update(), {}, gr.update()
+        if not info:  # typed without a recording: the boxes stand for the active recognisers
+            p = sv.profile()
+            info = {"recognisers": p.specs, "profile": p.name, "fallback_reason": p.fallback_reason}
         transcripts = dict(zip(info.get("recognisers", []), texts))
         result = link_texts(transcripts, target=target or "")
         tid, tname = target_of(target)
@@ -425,7 +428,7 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
                     target = gr.Dropdown(label="Known street (optional): highlighted in every list", allow_custom_value=True, filterable=True, choices=[], value=None, elem_id="try-target")
                     go = gr.Button("Find the street", variant="primary", elem_id="try-go")
                 with gr.Column(scale=1):
-                    texts = [gr.Textbox(label=f"recogniser {i + 1}", interactive=True, elem_id=f"try-text-{i}") for i in range(N_RECOGNISERS)]
+                    texts = [gr.Textbox(label=f"recogniser {i + 1}", interactive=True, info="edit to search again", elem_id=f"try-text-{i}") for i in range(N_RECOGNISERS)]
                     info_box = gr.Markdown(elem_id="try-info")
             results = gr.HTML(elem_id="try-results")
             asr_state, result_state = gr.State({}), gr.State({})
@@ -451,7 +454,8 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
                     prompt_html = gr.HTML("<div class='sle-prompt'>Press <i>Next street</i>, or record anything freely.</div>")
                     c_audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Read it aloud", elem_id="collect-audio")
                 with gr.Column(scale=1):
-                    c_texts = [gr.Textbox(label=f"recogniser {i + 1}", interactive=True, elem_id=f"collect-text-{i}") for i in range(N_RECOGNISERS)]
+                    # read-only: the control data keeps what the recognisers heard (correct them in "Try it")
+                    c_texts = [gr.Textbox(label=f"recogniser {i + 1}", interactive=False, elem_id=f"collect-text-{i}") for i in range(N_RECOGNISERS)]
                     label_dd = gr.Dropdown(label="The street said (pick, or type to search the gazetteer)", choices=[an.NONE_LABEL], allow_custom_value=True, filterable=True, elem_id="collect-label")
                     with gr.Row():
                         save_btn = gr.Button("Save (Alt+S)", variant="primary", elem_id="collect-save")
@@ -471,8 +475,6 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
                 trigger(on_transcribe, c_audio, [*c_texts, c_asr, c_info], **private, **asr_limit).then(
                     on_collect_link, [c_asr, prompt_state, *c_texts], [c_results, c_result, c_info, label_dd], **private, **search_limit
                 )  # fmt: skip
-            for box in c_texts:
-                box.submit(on_collect_link, [c_asr, prompt_state, *c_texts], [c_results, c_result, c_info, label_dd], **private, **search_limit)
             label_dd.key_up(suggest, None, label_dd, trigger_mode="always_last", show_progress="hidden", **private, **search_limit)
             save_inputs = [annotator, c_audio, label_dd, c_asr, c_result, prompt_state, countries, prompt_file]
             save_btn.click(on_save, save_inputs, [status, progress, *new_prompt_outputs], **private)
