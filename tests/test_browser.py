@@ -78,6 +78,12 @@ def test_record_results_label_row_in_sqlite(app, page, tmp_path):
     names.write_text(f"name\n{TARGET}\n", encoding="utf-8")
 
     page.goto(app.url)
+    # Try it: a typed transcript searches without a recording
+    box = page.locator("#try-text-0 textarea").first
+    box.fill("hauptstrase")
+    box.press("Enter")
+    page.wait_for_selector(f"#try-results .sle-col:has-text('{TARGET}')")
+
     page.get_by_role("tab", name="Collect").click()
     page.locator("#collect-annotator textarea, #collect-annotator input").first.fill("browser")
     page.locator("input[type=file]").first.set_input_files(names)  # prompt from an uploaded list
