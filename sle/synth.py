@@ -222,6 +222,9 @@ def run(
 
     def collect(rows: list[dict]) -> None:
         names_by_split: dict[str, set] = defaultdict(set)
+        # batches arrive split by split: the first batch of a new split closes the previous split's last part
+        for sp in [sp for sp in pending if pending[sp] and rows and sp != rows[0]["split"]]:
+            flush(sp)
         for r in rows:
             pending[r["split"]].append(r)
             names_by_split[r["split"]].add(r["name_id"])
