@@ -392,8 +392,10 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
         sv.store().delete(int(item_id))
         return (None, None, *on_data_refresh(annotator))
 
+    export_dir = Path(tempfile.mkdtemp(prefix="sle-export-"))  # Gradio serves files from the temp dir; it caches a copy
+
     def export(kind: str, annotator: str = "") -> str:
-        return str(sv.store().export(kind, Path(tempfile.mkdtemp(prefix="sle-export-")), annotator or None))
+        return str(sv.store().export(kind, export_dir, annotator or None))
 
     # --- API-only endpoints (named, stable, JSON in and out) -----------------------------------------------
     def api_label(audio_path: str, annotator: str, label: str, prompt: str = "") -> dict:
@@ -405,7 +407,7 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
         item = store_label(annotator, audio_path, label or prompt, info, result, {"id": pid, "name": pname} if prompt else None)
         return item.to_dict()
 
-    with gr.Blocks(title="sle: spoken street-name linking") as demo:
+    with gr.Blocks(title="sle: spoken street-name linking", delete_cache=(3600, 6 * 3600)) as demo:  # uploads, exports
         gr.Markdown("# sle: spoken street-name linking\nSay a street name; two recognisers transcribe it and every retrieval system searches ~685k European street names.")
         with gr.Row():
             index_md = gr.Markdown()

@@ -419,7 +419,7 @@ class Store:
         """Export to ``folder`` as ``audiofolder`` (zip), ``csv`` or ``jsonl``; returns the file written."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]  # two exports in one second differ
         if kind == "audiofolder":
             return self.export_audiofolder(folder / f"sle-annotations-{stamp}.zip", annotator)
         if kind == "csv":
