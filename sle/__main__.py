@@ -228,6 +228,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--train-reranker", action="store_true", help="first train the reranker on TRAIN-split utterances (models/reranker-v1)")
     p.add_argument("--noise", type=int, default=3000, help="with --train-reranker: corrupted train-split names added as utterances")
     p.add_argument("--sweep", action="store_true", help="also sweep hybrid fusion (RRF k, DBSF, weights) on the queries")
+    p.add_argument("--latency", type=int, default=0, metavar="N", help="also time audio-to-results on N TTS clips of the query names")
+    p.add_argument("--noise-level", type=float, default=1.0, help="with --train-reranker: strength of the character noise")
     p.set_defaults(func=_run_eval)
 
 
@@ -237,10 +239,10 @@ def _run_eval(args) -> int:
     if args.train_reranker:
         from . import rerank
 
-        _print_json(rerank.train(n_noise=args.noise))
+        _print_json(rerank.train(n_noise=args.noise, noise_level=args.noise_level))
     peers = list(evaluate.PEERS) if args.peers is None else args.peers
     result = evaluate.evaluate(split=args.split, limit=args.limit, systems=args.systems, peers=peers, peer_limit=args.peer_limit,
-                               labels=args.labels, sweep=args.sweep)  # fmt: skip
+                               labels=args.labels, sweep=args.sweep, latency_clips=args.latency)  # fmt: skip
     print(result["table"])
     if "peer_table" in result:
         print()

@@ -6,7 +6,8 @@ with a target name and one or more transcripts). Targets are gazetteer entry ids
 gazetteer (through the index for sle's systems, brute force for the peers).
 
 - sle's systems come from :class:`sle.link.Linker` (``LinkResult.systems``), so the harness measures what serves;
-- upper bounds: the target in either recogniser's list, in either system's list, in any list (a perfect reranker);
+- upper bounds: the target in either recogniser's list, in either system's list, in any list; the target in the
+  reranker's pool (what a perfect reranker would put first);
 - peers on the same queries: RapidFuzz brute force over all names (``fuzz.ratio``, Jaro-Winkler), Kölner Phonetik
   key + spelling re-rank, exact character 1-3-gram IDF scoring (scipy), each with its queries/s;
 - the report: a markdown table (rows: systems; columns: recogniser x R@1/10/40) and a recall@k plot (PNG).
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 KS = (1, 10, 40)
 DEPTH = 40  # ranks beyond this count as misses
+NOTES_MARKER = "<!-- notes: kept when the report is regenerated -->"
 BOTH = "both"  # the column of systems that use every recogniser's transcript at once
 COMBINED_PREFIXES = ("dense-avg", "hybrid", "reranked", "sparse-sum", "phonetic-fused")
 
@@ -192,10 +194,10 @@ class Run:
             b = best([f"sparse@{r}", f"dense@{r}"])
             if b is not None and f"dense@{r}" in self.ranks:
                 upper[f"upper: sparse or dense@{r}"] = b
-        linker_keys = [k for k in self.ranks if not k.startswith(("peer:", "upper:"))]
+        linker_keys = [k for k in self.ranks if not k.startswith(("peer:", "upper:")) and k != "reranked"]
         b = best(linker_keys)
         if b is not None:
-            upper["upper: any list (perfect reranker)"] = b
+            upper["upper: any list's top-k"] = b
         self.ranks.update(upper)
 
 
@@ -211,6 +213,7 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
     run = run or Run()
     keys: list[str] = []
     per_query_ms: list[float] = []
+    pool_ranks: list[int | None] = []
     for qi, q in enumerate(tqdm(queries, desc="link", unit="utt", disable=not progress)):
         t0 = time.perf_counter()
         res = linker.link_texts(q.transcripts, k=k)
@@ -225,7 +228,13 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
         for key in list(run.ranks):
             if not key.startswith(("peer:", "upper:")) and len(run.ranks[key]) == qi:
                 run.ranks[key].append(None)  # the system had no transcript for this utterance
+        if linker.reranker is not None:  # the reranker's ceiling: is the target in its pool at all?
+            deep = linker.link_texts(q.transcripts, rerank=False, pool=True)
+            inside = any(c.id == q.target for v in deep.systems.values() for c in v)
+            pool_ranks.append(1 if inside else None)
     run.timings_ms["retrieval (all systems)"] = per_query_ms
+    if pool_ranks:
+        run.ranks["upper: target in the reranker's pool"] = pool_ranks
     # utterances/s of each system's own stages (the linker times stages, and systems share some of them)
     stages = {"sparse": ["sparse"], "dense": ["embed", "dense"], "dense-avg": ["embed", "dense"], "hybrid": ["embed", "hybrid"],
               "reranked": ["retrieval (all systems)"]}  # fmt: skip
@@ -420,6 +429,44 @@ def run_peers(
     return run
 
 
+def latency(queries: Sequence[Query], gazetteer, n: int = 20, linker=None, progress: bool = True, s: Settings | None = None) -> dict:
+    """Audio to results, as ``python -m sle link`` runs it: ``n`` validation names spoken by the synthetic-data TTS
+    (same voices and augmentation), each linked from its audio alone (both recognisers, every system).
+    Returns p50/p95 per stage in ms, and the recall of each system on these clips (small n: a sanity check)."""
+    from . import link, tts
+
+    s = s or default_settings
+    linker = linker or link.Linker(s)
+    clips = []
+    for q in queries[: n * 2]:
+        e = gazetteer.get(q.target)
+        try:
+            audio, _ = tts.render(tts.choose(e.key, e.name, e.countries))
+        except Exception as err:  # a voice the TTS cannot speak: skip the name
+            log.warning("tts failed for %s: %s", e.name, err)
+            continue
+        clips.append((e.id, audio))
+        if len(clips) == n:
+            break
+    linker.link_audio(clips[0][1], k=10)  # loads the recognisers (not timed)
+    stages: dict[str, list[float]] = defaultdict(list)
+    ranks: dict[str, list[int | None]] = defaultdict(list)
+    for target, audio in tqdm(clips, desc="latency", unit="clip", disable=not progress):
+        t0 = time.perf_counter()
+        res = linker.link_audio(audio, k=10)
+        stages["audio to results"].append((time.perf_counter() - t0) * 1e3)
+        for key, v in res.timings_ms.items():
+            stages[key].append(v)
+        stages["retrieval (all systems)"].append(sum(v for key, v in res.timings_ms.items() if key not in ("load_audio", "asr", "total")))
+        for key, cands in res.systems.items():
+            ranks[key].append(rank_in([c.id for c in cands], target))
+    return {
+        "clips": len(clips),
+        "ms": {k: {"p50": round(float(np.percentile(v, 50)), 1), "p95": round(float(np.percentile(v, 95)), 1)} for k, v in stages.items()},
+        "recall": {k: recall(v, (1, 10)) for k, v in ranks.items()},
+    }
+
+
 # --- report ----------------------------------------------------------------------------------------------------------
 
 
@@ -460,7 +507,7 @@ def plot(run: Run, path: str | Path, title: str = "", depth: int = DEPTH) -> Pat
     ks = np.arange(1, depth + 1)
     for key in sorted(run.ranks):
         base, rec = split_key(key)
-        if base.startswith("upper:") and "any list" not in base:
+        if base.startswith("upper:") and "pool" not in base:
             continue
         style = ":" if base.startswith("upper:") else "-"
         lw = 1.0 if base.startswith("peer:") else 2.0
@@ -505,6 +552,7 @@ def evaluate(
     gazetteer=None,
     linker=None,
     sweep: bool = False,
+    latency_clips: int = 0,
 ) -> dict:
     """Run the harness; returns ``{"queries", "recognisers", "table", "run", "timings", ...}``.
 
@@ -534,6 +582,8 @@ def evaluate(
             del run.ranks[key]
     run.add_upper_bounds(recs)
     out = {"source": source, "queries": len(queries), "recognisers": recs, "run": run, "table": table(run, recs), "timings": timing_summary(run)}
+    if latency_clips:
+        out["latency"] = latency(queries, g, latency_clips, linker=linker, progress=progress, s=s)
     if sweep:
         out["sweep"] = fusion_sweep(queries, linker, progress=progress)
         out["sweep_table"] = sweep_table(out["sweep"])
@@ -565,7 +615,8 @@ def report(result: dict, path: str | Path, command: str = "", plot_path: str | P
         f"Queries: {result['queries']} utterances ({result['source']}), each transcribed by {', '.join(result['recognisers'])};",
         "targets: their gazetteer entries; corpus: the whole gazetteer (sle through the index, peers brute force).",
         "Columns: recall@k of each recogniser's transcript alone; `both`: systems that use every transcript at once.",
-        "Upper bounds: the target in either list's top-k (a perfect chooser between those lists).",
+        "Upper bounds: the target in either list's top-k (a perfect chooser between those lists); `target in the reranker's",
+        "pool`: the share a perfect reranker would put first (the same figure in every R@k column).",
         "",
         "## sle's systems",
         "",
@@ -589,14 +640,25 @@ def report(result: dict, path: str | Path, command: str = "", plot_path: str | P
     lines += ["## Speed (ms per utterance, all systems of the linker)", "", "| stage | p50 | p95 | mean |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {v['p50_ms']} | {v['p95_ms']} | {v['mean_ms']} |" for k, v in t.items()]
     lines.append("")
+    if "latency" in result:
+        lat = result["latency"]
+        lines += [f"## Audio to results ({lat['clips']} TTS clips of validation names, `Linker.link_audio`, both recognisers)", "",
+                  "| stage | p50 ms | p95 ms |", "|---|---:|---:|"]  # fmt: skip
+        lines += [f"| {k} | {v['p50']} | {v['p95']} |" for k, v in lat["ms"].items()]
+        lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    notes = ""
+    if path.exists():  # hand-written notes below the marker survive regeneration
+        old = path.read_text(encoding="utf-8")
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER) :]
+    path.write_text("\n".join(lines) + ("\n" + notes if notes else ""), encoding="utf-8")
     return path
 
 
 def to_json(result: dict) -> dict:
     """The figures of :func:`evaluate` as plain JSON (recall per system key, queries/s, timings)."""
-    out = {k: v for k, v in result.items() if k in ("source", "queries", "recognisers", "timings", "peers_queries")}
+    out = {k: v for k, v in result.items() if k in ("source", "queries", "recognisers", "timings", "peers_queries", "sweep", "latency")}
     out["recall"] = {k: recall(v) for k, v in result["run"].ranks.items()}
     out["qps"] = dict(result["run"].qps)
     if "peer_run" in result:

@@ -242,9 +242,11 @@ class Reranker:
 # --- training -------------------------------------------------------------------------------------------------------
 
 
-def noisy_queries(entries: Sequence, n: int, seed: int = 0) -> list:
-    """Two independent ASR-like misspellings of each of ``n`` names (character noise, mixed strength), as
-    utterances heard by two pseudo-recognisers. Used while few synthetic training transcripts exist."""
+def noisy_queries(entries: Sequence, n: int, seed: int = 0, level: float = 1.0) -> list:
+    """Two independent ASR-like misspellings of each of ``n`` names (character noise), as utterances heard by two
+    pseudo-recognisers. ``level`` 1: one or two passes of ``sle.train.corrupt``, sometimes ``sle.text.corrupt``
+    on top; higher levels add passes (real Whisper transcripts of synthetic speech are far noisier than level 1).
+    Used while few synthetic training transcripts exist."""
     from . import train as tr
     from .evaluate import Query
     from .text import corrupt as corrupt_text
@@ -255,19 +257,19 @@ def noisy_queries(entries: Sequence, n: int, seed: int = 0) -> list:
     for e in chosen:
         ts = {}
         for j, rec in enumerate(("noise-a", "noise-b")):
-            kind = rng.random()
-            if kind < 0.4:
-                t = tr.corrupt(e.name, seed, j)
-            elif kind < 0.75:
-                t = tr.corrupt(tr.corrupt(e.name, seed, j), seed + 1, j)
-            else:
-                t = corrupt_text(tr.corrupt(e.name, seed, j), rng, strength=1.5)
+            passes = rng.randint(1, max(1, round(1 + level)))
+            t = e.name
+            for p in range(passes):
+                t = tr.corrupt(t, seed + p, j)
+            if rng.random() < min(0.25 * level, 0.9):
+                t = corrupt_text(t, rng, strength=0.75 * level)
             ts[rec] = t
         out.append(Query(e.id, e.name, ts))
     return out
 
 
-def training_queries(gazetteer, n_noise: int = 3000, max_synthetic: int | None = None, seed: int = 0, s: Settings | None = None) -> tuple[list, dict]:
+def training_queries(gazetteer, n_noise: int = 3000, max_synthetic: int | None = None, seed: int = 0, s: Settings | None = None,
+                     noise_level: float = 1.0) -> tuple[list, dict]:  # fmt: skip
     """TRAIN-split utterances only: synthetic transcripts where they exist, plus corrupted train-split names."""
     from .evaluate import synthetic_queries
     from .synth import split_of
@@ -275,8 +277,8 @@ def training_queries(gazetteer, n_noise: int = 3000, max_synthetic: int | None =
     s = s or default_settings
     synthetic = synthetic_queries("train", gazetteer, limit=max_synthetic, seed=seed, s=s)
     train_entries = [e for e in gazetteer.entries if split_of(e.key) == "train"]
-    noise = noisy_queries(train_entries, n_noise, seed=seed) if n_noise else []
-    return synthetic + noise, {"synthetic_train_utterances": len(synthetic), "noise_utterances": len(noise)}
+    noise = noisy_queries(train_entries, n_noise, seed=seed, level=noise_level) if n_noise else []
+    return synthetic + noise, {"synthetic_train_utterances": len(synthetic), "noise_utterances": len(noise), "noise_level": noise_level}
 
 
 def collect(queries: Sequence, linker, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -321,6 +323,7 @@ def train(
     gazetteer=None,
     progress: bool = True,
     s: Settings | None = None,
+    noise_level: float = 1.0,
 ) -> dict:
     """Train the reranker on training utterances' candidate pools; write ``model.npz``, ``meta.json``, card."""
     from . import gazetteer as gz
@@ -329,7 +332,7 @@ def train(
     s = s or default_settings
     g = gazetteer if gazetteer is not None else gz.load(settings=s)
     linker = linker or link.Linker(s)
-    queries, data_info = training_queries(g, n_noise, max_synthetic, seed, s)
+    queries, data_info = training_queries(g, n_noise, max_synthetic, seed, s, noise_level)
     if not queries:
         raise ValueError("no training utterances (no train-split transcripts and n_noise=0)")
     t0 = time.perf_counter()
