@@ -238,3 +238,35 @@ def test_export_command(tmp_path, clip):
     assert [json.loads(x)["uid"] for x in open(path, encoding="utf-8")] == [item.uid]
     rec = subprocess.run([sys.executable, "-m", "sle", "export", "--recall"], env=env, capture_output=True, text=True, check=True)
     assert json.loads(rec.stdout) == store.recall()
+
+
+def test_prompts_from_countries_or_a_list(tmp_path):
+    import random
+
+    from sle import gazetteer as gz
+
+    g = gz.load()
+    rng = random.Random(3)
+    for country in ("NL", "CH"):  # the two smallest: rejection sampling must still find them
+        ids = {an.pick_prompt(g, rng, [country])[0] for _ in range(20)}
+        assert all(country in g.get(i).countries for i in ids) and len(ids) > 10
+    with pytest.raises(ValueError):
+        an.pick_prompt(g, rng, ["XX"])
+
+    (tmp_path / "one.txt").write_text("name\nhauptstrasse\nNowhere Road 99\n", encoding="utf-8")
+    (tmp_path / "t.csv").write_text("id,name\n1,Hauptstraße\n2, Nowhere Road 99\n", encoding="utf-8")
+    for f in ("one.txt", "t.csv"):
+        names = an.read_prompt_list(tmp_path / f)
+        assert [n.lower() for n in names] == ["hauptstrasse" if f == "one.txt" else "hauptstraße", "nowhere road 99"]
+        picks = {an.pick_prompt(g, rng, names=names) for _ in range(30)}
+        assert picks == {(g.find("Hauptstraße").id, "Hauptstraße"), (None, "Nowhere Road 99")}
+
+
+def test_candidate_union_and_recall_plot():
+    def c(rank, name):
+        return {"rank": rank, "name": name, "countries": ["DE"], "score": 1.0, "id": rank}
+
+    assert an.candidate_union({"a": [c(1, "Y"), c(2, "X")], "b": [c(1, "X"), c(2, "Z"), c(3, "Y")]}) == ["X", "Y", "Z"]
+    fig = an.plot_recall({"hybrid": {"n": 3, "r@1": 0.3, "r@10": 0.6, "r@40": 1.0}, "sparse@w": {"n": 3, "r@1": 0.0, "r@10": 0.3, "r@40": 0.6}})
+    heights = sorted(round(p.get_height(), 2) for p in fig.axes[0].patches)
+    assert heights == [0.0, 0.3, 0.3, 0.6, 0.6, 1.0]
