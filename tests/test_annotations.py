@@ -221,8 +221,15 @@ def test_exports_parse_back(tmp_path, clip):
     pa_json = pytest.importorskip("pyarrow.json")
     table = pa_json.read_json(tmp_path / "hf" / "metadata.jsonl")
     assert table.num_rows == 2 and table.column("uid").to_pylist() == [i.uid for i in items]
+
+
+def test_audiofolder_loads_with_datasets(tmp_path, clip):
     pytest.importorskip("torchcodec", reason="datasets needs torchcodec to load audio")
     datasets = pytest.importorskip("datasets")
+    store = _store(tmp_path)
+    items = [_add(store, clip, "alice"), _add(store, clip, "bob", label_id=None)]
+    with zipfile.ZipFile(store.export("audiofolder", tmp_path / "out")) as z:
+        z.extractall(tmp_path / "hf")
     ds = datasets.load_dataset("audiofolder", data_dir=str(tmp_path / "hf"), split="train")
     assert sorted(ds["uid"]) == sorted(i.uid for i in items)
 
