@@ -371,9 +371,8 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
         rec_rows = [[k, v["n"], v["r@1"], v["r@10"], v["r@40"]] for k, v in rec.items()]
         return items_table(annotator), gr.update(choices=[""] + store.annotators()), rec_rows, an.plot_recall(rec)
 
-    def on_select(evt: gr.SelectData, table):
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        item_id = int(table.iloc[row, 0])
+    def on_select(evt: gr.SelectData):
+        item_id = int(evt.row_value[0])  # the clicked row as shown (the table may be sorted in the browser)
         item = sv.store().get(item_id)
         if item is None:
             raise gr.Error(f"Item {item_id} no longer exists.")
@@ -512,7 +511,7 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
             refresh.click(on_data_refresh, who, data_outputs, api_name="items", api_description="Items table, annotators, recall, plot")
             data_tab.select(on_data_refresh, who, data_outputs, **private)
             who.change(on_data_refresh, who, data_outputs, **private)
-            items.select(on_select, items, [sel_id, sel_audio, fix_dd], **private)
+            items.select(on_select, None, [sel_id, sel_audio, fix_dd], **private)
             fix_dd.key_up(suggest, None, fix_dd, trigger_mode="always_last", show_progress="hidden", **private, **search_limit)
             fix_btn.click(on_fix, [sel_id, fix_dd, who], data_outputs, **private)
             del_btn.click(on_delete, [sel_id, who], [sel_id, sel_audio, *data_outputs], **private)
