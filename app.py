@@ -81,20 +81,21 @@ class Services:
 
     def __init__(self, s: Settings):
         self.s = s
-        self._lock = threading.Lock()
+        self._index_lock = threading.Lock()  # the embedded index must not be opened twice at once
+        self._gazetteer_lock = threading.Lock()
         self._linker: link.Linker | None = None
         self._gazetteer: gz.Gazetteer | None = None
         self.build: dict = {"running": False, "done": 0, "total": 0, "what": "", "error": "", "report": ""}
 
     def gazetteer(self) -> gz.Gazetteer:
-        with self._lock:
+        with self._gazetteer_lock:
             if self._gazetteer is None:
                 self._gazetteer = gz.load(settings=self.s)
             return self._gazetteer
 
     def linker(self) -> link.Linker:
         """The index and dense model; raises gr.Error with the index's state when it is missing or building."""
-        with self._lock:
+        with self._index_lock:
             if self._linker is None:
                 if self.build["running"]:
                     raise gr.Error(f"The street index is being built ({self.index_status()}); try again when it is ready.")
@@ -123,17 +124,23 @@ class Services:
             return f"build failed: {b['error']}"
         if self._linker is not None:
             return f"ready: {len(self._linker.index):,} names" + (", dense vectors" if self._linker.has_dense else ", sparse only")
+        if not self._index_lock.acquire(timeout=0.5):
+            return "loading"
         try:
+            if self._linker is not None:
+                return self.index_status()
             m = idx.build_status(self.s)
         except Exception as e:  # held by another process (see linker())
             return f"cannot be opened ({e})"
+        finally:
+            self._index_lock.release()
         if m is None:
             return "missing"
         return "ready (not loaded yet)" if m.ready else f"incomplete: {m.points_done:,}/{m.n_points:,} names (resume the build)"
 
     def start_build(self) -> str:
         """Build (or resume) the index in a background thread, so it survives closed browser tabs."""
-        with self._lock:
+        with self._index_lock:
             if self.build["running"] or self._linker is not None:
                 return self.index_status()
             self.build.update(running=True, error="", done=0, total=0, what="starting")
@@ -415,8 +422,8 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
 
         def index_view():
             st = sv.index_status()
-            ready = st.startswith("ready")
-            return f"**Street index**: {st}", gr.update(visible=not ready and not sv.build["running"]), gr.Timer(active=sv.build["running"])
+            offer = st.startswith(("missing", "incomplete", "build failed"))
+            return f"**Street index**: {st}", gr.update(visible=offer), gr.Timer(active=sv.build["running"] or st == "loading")
 
         demo.load(index_view, None, [index_md, build_btn, timer], **private)
         timer.tick(index_view, None, [index_md, build_btn, timer], **private)
