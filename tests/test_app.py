@@ -209,3 +209,19 @@ def test_missing_index_says_so_transcription_still_works_login_required(app_sett
         assert heard["transcripts"]["whisper:base"].strip()
     finally:
         a.stop()
+
+
+def test_parallel_annotators_through_the_queue(app, app_settings, speech_wav):
+    import concurrent.futures as cf
+
+    from gradio_client import Client, handle_file
+
+    def label(i: int) -> int:
+        c = Client(app.url, verbose=False)
+        return c.predict(handle_file(str(speech_wav)), f"parallel-{i}", TARGET, "", api_name="/label")["id"]
+
+    with cf.ThreadPoolExecutor(4) as ex:
+        ids = list(ex.map(label, range(4)))
+    store = an.Store(app_settings)
+    assert len(set(ids)) == 4 and all(store.get(i).annotator.startswith("parallel-") for i in ids)
+    assert {a: p["items"] for a, p in store.progress().items() if a.startswith("parallel-")} == {f"parallel-{i}": 1 for i in range(4)}
