@@ -34,6 +34,13 @@ def clip(speech_wav) -> np.ndarray:
     return audio
 
 
+@pytest.fixture(scope="module")
+def shipped():
+    from sle import gazetteer as gz
+
+    return gz.load()
+
+
 def _store(tmp_path) -> an.Store:
     return an.Store(Settings(data_dir=tmp_path / "var"))
 
@@ -70,10 +77,8 @@ def test_add_list_update_delete_undo_progress(tmp_path, clip):
     assert [i.id for i in store.list()] == [a.id] and store.orphans() == []
 
 
-def test_resolve_label_uses_the_gazetteer_normalisation():
-    from sle import gazetteer as gz
-
-    g = gz.load()
+def test_resolve_label_uses_the_gazetteer_normalisation(shipped):
+    g = shipped
     e = g.entries[12345]
     assert an.resolve_label(e.name.upper(), g) == an.Label("entry", e.id, e.name)
     assert an.resolve_label(str(e.id), g) == an.Label("entry", e.id, e.name)
@@ -247,12 +252,10 @@ def test_export_command(tmp_path, clip):
     assert json.loads(rec.stdout) == store.recall()
 
 
-def test_prompts_from_countries_or_a_list(tmp_path):
+def test_prompts_from_countries_or_a_list(tmp_path, shipped):
     import random
 
-    from sle import gazetteer as gz
-
-    g = gz.load()
+    g = shipped
     rng = random.Random(3)
     for country in ("NL", "CH"):  # the two smallest: rejection sampling must still find them
         ids = {an.pick_prompt(g, rng, [country])[0] for _ in range(20)}
