@@ -413,7 +413,8 @@ def build_demo(s: Settings = default_settings, services: Services | None = None)
         item = store_label(annotator, audio_path, label or prompt, info, result, {"id": pid, "name": pname} if prompt else None)
         return item.to_dict()
 
-    with gr.Blocks(title="sle: spoken street-name linking", delete_cache=(3600, 6 * 3600)) as demo:  # uploads, exports
+    # analytics off: the app runs offline; delete_cache: uploads and exports older than 6 h, checked hourly
+    with gr.Blocks(title="sle: spoken street-name linking", analytics_enabled=False, delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown("# sle: spoken street-name linking\nSay a street name; two recognisers transcribe it and every retrieval system searches ~685k European street names.")
         with gr.Row():
             index_md = gr.Markdown()
