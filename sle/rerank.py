@@ -92,20 +92,21 @@ def pool(transcripts: dict[str, str], systems: dict, depth: int | None = None) -
         fam_lists = [v for k, v in lists.items() if family(k) == fam]
         if not fam_lists:
             continue
-        inv = np.zeros(n, np.float32)
-        score = np.full(n, np.nan, np.float32)
-        rel = np.full(n, np.nan, np.float32)
+        inv = np.zeros(n, np.float32)  # absent from every list of the family: 0 (NaN only when the family is absent)
+        score = np.full(n, -np.inf, np.float32)
+        rel = np.zeros(n, np.float32)
         count = np.zeros(n, np.float32)
         for cands in fam_lists:
             top = cands[0].score if cands[0].score else 1.0
             for r, c in enumerate(cands, 1):
                 i = row[c.id]
                 inv[i] = max(inv[i], 1.0 / r)
-                score[i] = np.fmax(score[i], c.score)
-                rel[i] = np.fmax(rel[i], c.score / top if top else 0.0)
+                score[i] = max(score[i], c.score)
+                rel[i] = max(rel[i], c.score / top if top else 0.0)
                 count[i] += 1
         X[:, col[f"{fam}_inv_rank"]] = inv
-        X[:, col[f"{fam}_score"]] = score
+        low = min((c.score for v in fam_lists for c in v), default=0.0)
+        X[:, col[f"{fam}_score"]] = np.where(np.isfinite(score), score, min(low, 0.0))  # absent: the family's floor
         X[:, col[f"{fam}_score_rel"]] = rel
         X[:, col[f"{fam}_lists"]] = count / len(fam_lists)
     in_lists = np.zeros(n, np.float32)
