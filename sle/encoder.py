@@ -128,7 +128,12 @@ def quantize_int8(model):
 
     Measured in docs/dense.md: ~2.4x the names/s of float32 on a busy 2-core CPU, with recall as listed there.
     """
-    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    import warnings
+
+    with warnings.catch_warnings():  # torch.ao is deprecated in favour of torchao, which is not installed here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def load_encoder(
