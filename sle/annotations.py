@@ -21,7 +21,9 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -159,6 +161,24 @@ def _systems_dict(systems) -> dict[str, list[dict]]:
     return {k: [c if isinstance(c, dict) else c.to_dict() for c in v] for k, v in systems.items()}
 
 
+# A forked child must never close a connection it inherited: closing any descriptor of the database file drops
+# every POSIX lock this process holds on it, so the child's own writes would run unlocked and be lost. After a fork
+# the inherited connections are parked here for good and each Store opens a fresh one.
+_open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+_inherited: list[sqlite3.Connection] = []
+
+
+def _park_inherited_connections() -> None:
+    for store in list(_open_stores):
+        c = getattr(store._local, "conn", None)
+        if c is not None:
+            _inherited.append(c)
+            store._local.conn = None
+
+
+os.register_at_fork(after_in_child=_park_inherited_connections)
+
+
 class Store:
     """The annotations database and audio folder of one data dir (or an explicit database path)."""
 
@@ -169,6 +189,7 @@ class Store:
         self.audio_dir = self.root / "audio"
         self.audio_dir.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        _open_stores.add(self)
         self._migrate()
 
     # --- connection and schema ---------------------------------------------------------------------------
@@ -184,21 +205,17 @@ class Store:
             self._local.conn, self._local.pid = c, os.getpid()
         return c
 
+    @contextmanager
     def _tx(self):
         """``with self._tx() as c:`` one write transaction, taking the write lock up front (no upgrade deadlocks)."""
-        store = self
-
-        class _Tx:
-            def __enter__(self):
-                self.c = store._conn()
-                self.c.execute("BEGIN IMMEDIATE")
-                return self.c
-
-            def __exit__(self, kind, value, tb):
-                self.c.execute("COMMIT" if kind is None else "ROLLBACK")
-                return False
-
-        return _Tx()
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self._tx() as c:
