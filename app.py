@@ -101,6 +101,8 @@ class Services:
                     raise gr.Error(f"The street index is being built ({self.index_status()}); try again when it is ready.")
                 try:
                     self._linker = link.Linker(self.s)
+                except idx.IndexInUse as e:
+                    raise gr.Error(f"The street index cannot be opened: {e}") from e
                 except idx.IndexNotReady as e:
                     raise gr.Error(f"The street index is not ready: {e}. Build it on the page (button at the top).") from e
                 except Exception as e:  # the embedded engine opens in one process at a time
@@ -130,7 +132,7 @@ class Services:
             if self._linker is not None:
                 return self.index_status()
             m = idx.build_status(self.s)
-        except Exception as e:  # held by another process (see linker())
+        except idx.IndexInUse as e:
             return f"cannot be opened ({e})"
         finally:
             self._index_lock.release()

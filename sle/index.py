@@ -40,6 +40,10 @@ class IndexNotReady(RuntimeError):
     """The index is missing, still building, or was built from other data. The message says which."""
 
 
+class IndexInUse(IndexNotReady):
+    """Another process holds the embedded index (qdrant-edge opens a shard in one process at a time)."""
+
+
 @dataclass(frozen=True)
 class Hit:
     id: int
@@ -101,7 +105,15 @@ class EdgeEngine:
         if self.shard is not None:
             return
         if self.exists():
-            self.shard = self.qe.EdgeShard.load(str(self.path))
+            try:
+                self.shard = self.qe.EdgeShard.load(str(self.path))
+            except Exception as e:  # qdrant-edge raises a bare Exception; its WAL lock says WouldBlock
+                if "WouldBlock" in str(e):
+                    raise IndexInUse(
+                        f"the embedded index at {self.path} is open in another process (the app? an eval?); "
+                        "qdrant-edge serves one process at a time: stop that process, or share a Qdrant server (SLE_QDRANT_URL)"
+                    ) from None
+                raise
         elif create:
             self.path.mkdir(parents=True, exist_ok=True)
             self.shard = self.qe.EdgeShard.create(str(self.path), self._config())
@@ -389,12 +401,15 @@ def open_index(s: Settings | None = None, require_ready: bool = True) -> Index:
 
 
 def build_status(s: Settings | None = None) -> Manifest | None:
-    """The manifest of the index as it is on disk (None if there is none); never raises for a half-built one."""
+    """The manifest of the index as it is on disk (None if there is none); never raises for a half-built one,
+    only :class:`IndexInUse` when another process holds the embedded index."""
     s = s or default_settings
     engine = make_engine(s)
     try:
         engine.open(create=False)
         return _read_manifest(engine)
+    except IndexInUse:
+        raise
     except IndexNotReady:
         return None
     finally:

@@ -158,3 +158,19 @@ def test_search_without_index_says_what_to_do(tmp_path):
     s = Settings(data_dir=tmp_path / "empty")
     with pytest.raises(idx.IndexNotReady, match="python -m sle index"):
         idx.open_index(s)
+
+
+def test_index_held_by_another_process_says_so(built):
+    code = "import sys, time; from sle import index; from sle.settings import Settings; " \
+        f"i = index.open_index(Settings(data_dir={str(built.data_dir)!r})); print('open', flush=True); time.sleep(30)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(idx.IndexInUse, match="another process"):
+            idx.open_index(built)
+        with pytest.raises(idx.IndexInUse):
+            idx.build_status(built)
+    finally:
+        holder.kill()
+        holder.wait()
+    idx.open_index(built).close()  # free again once the holder is gone
