@@ -229,8 +229,13 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
             if not key.startswith(("peer:", "upper:")) and len(run.ranks[key]) == qi:
                 run.ranks[key].append(None)  # the system had no transcript for this utterance
         if linker.reranker is not None:  # the reranker's ceiling: is the target in its pool at all?
+            from .rerank import family, prefilter
+
             deep = linker.link_texts(q.transcripts, rerank=False, pool=True)
-            inside = any(c.id == q.target for v in deep.systems.values() for c in v)
+            lists = {key: v for key, v in deep.systems.items() if family(key) and v}
+            if linker.s.rerank_pool:
+                lists = prefilter(q.transcripts, lists, linker.s.rerank_pool, linker.s.rerank_depth)
+            inside = any(c.id == q.target for v in lists.values() for c in v)
             pool_ranks.append(1 if inside else None)
     run.timings_ms["retrieval (all systems)"] = per_query_ms
     if pool_ranks:

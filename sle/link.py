@@ -181,7 +181,7 @@ class Linker:
             result.timings_ms["hybrid"] = (time.perf_counter() - t0) * 1e3
         if reranker:
             t0 = time.perf_counter()
-            ranked = reranker.rerank(texts, result.systems, k=k_out)
+            ranked = reranker.rerank(texts, result.systems, k=k_out, max_pool=self.s.rerank_pool)
             result.systems["reranked"] = [Candidate(r, name, countries, round(p, 6), id) for r, (id, name, countries, p) in enumerate(ranked, 1)]
             result.timings_ms["rerank"] = (time.perf_counter() - t0) * 1e3
         if not pool:

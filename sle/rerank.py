@@ -64,9 +64,31 @@ class Pool:
     X: np.ndarray
 
 
-def pool(transcripts: dict[str, str], systems: dict, depth: int | None = None) -> Pool:
+def prefilter(transcripts: dict[str, str], lists: dict, max_pool: int, keep_top: int = 40) -> dict:
+    """Cut a large union of lists to at most ~``max_pool`` + the lists' top ``keep_top``: candidates are kept when
+    they are in some list's top ``keep_top`` or among the ``max_pool`` best by RapidFuzz ratio to a transcript
+    (spelling similarity finds what a deep sparse list holds far down, at ~1 us a comparison)."""
+    from rapidfuzz import fuzz, process
+
+    union: dict[int, str] = {}
+    for v in lists.values():
+        for c in v:
+            union.setdefault(c.id, c.name)
+    if len(union) <= max_pool:
+        return lists
+    texts = [t for t in (normalize(x) for x in transcripts.values()) if t]
+    keep = {c.id for v in lists.values() for c in v[:keep_top]}
+    if texts:
+        ids = list(union)
+        sim = process.cdist(texts, [normalize(union[i]) for i in ids], scorer=fuzz.ratio, dtype=np.float32).max(axis=0)
+        keep.update(ids[j] for j in np.argsort(-sim, kind="stable")[:max_pool])
+    return {k: [c for c in v if c.id in keep] for k, v in lists.items()}
+
+
+def pool(transcripts: dict[str, str], systems: dict, depth: int | None = None, max_pool: int | None = None) -> Pool:
     """Candidates of every system (its whole list, or its top ``depth``) with their features. ``systems``: key ->
-    list of objects with ``id``, ``name``, ``countries``, ``score`` in rank order (``Candidate`` or ``Hit``)."""
+    list of objects with ``id``, ``name``, ``countries``, ``score`` in rank order (``Candidate`` or ``Hit``).
+    With ``max_pool``, a large union is cut first (:func:`prefilter`)."""
     from rapidfuzz import fuzz, process
     from rapidfuzz.distance import JaroWinkler, Postfix, Prefix
 
@@ -74,6 +96,8 @@ def pool(transcripts: dict[str, str], systems: dict, depth: int | None = None) -
     row: dict[int, int] = {}
     names, countries = [], []
     lists = {k: v[:depth] if depth else v for k, v in systems.items() if family(k) and v}
+    if max_pool:
+        lists = prefilter(transcripts, lists, max_pool, depth or 40)
     for cands in lists.values():
         for c in cands:
             if c.id not in row:
@@ -229,9 +253,9 @@ class Reranker:
     def load(cls, folder: Path) -> "Reranker":
         return cls(TreeModel.load(Path(folder)))
 
-    def rerank(self, transcripts: dict[str, str], systems: dict, k: int = 10, depth: int | None = None):
+    def rerank(self, transcripts: dict[str, str], systems: dict, k: int = 10, depth: int | None = None, max_pool: int | None = None):
         """The candidates of ``systems`` in the model's order: a list of ``(id, name, countries, probability)``."""
-        p = pool(transcripts, systems, depth)
+        p = pool(transcripts, systems, depth, max_pool)
         if not p.ids:
             return []
         logit = self.model.predict(p.X)
@@ -290,7 +314,7 @@ def collect(queries: Sequence, linker, progress: bool = True) -> tuple[np.ndarra
     found = 0
     for qi, q in enumerate(tqdm(queries, desc="pools", unit="utt", disable=not progress)):
         res = linker.link_texts(q.transcripts, rerank=False, pool=True)
-        p = pool(q.transcripts, res.systems)
+        p = pool(q.transcripts, res.systems, max_pool=linker.s.rerank_pool)
         if not p.ids:
             continue
         y = np.array([i == q.target for i in p.ids], dtype=np.int8)
@@ -358,6 +382,7 @@ def train(
         "positives": int(y.sum()),
         "depth": s.rerank_depth,
         "sparse_depth": s.rerank_sparse_depth,
+        "max_pool": s.rerank_pool,
         "dense_model": s.dense_model if linker.has_dense else "",
         "trees": len(model.trees),
         "sklearn": sklearn.__version__,
@@ -378,7 +403,8 @@ def card(meta: dict) -> str:
 A binary gradient-boosted tree model (scikit-learn {meta['sklearn']} `HistGradientBoostingClassifier`, {meta['trees']} trees,
 exported to plain arrays in `model.npz`; `meta.json` lists the {len(FEATURES)} features in order) that scores each candidate
 of an utterance's pool: the union of every retrieval list of `sle.link.Linker` (sparse lists {meta.get('sparse_depth', meta['depth'])} deep,
-dense / dense-avg / hybrid lists {meta['depth']} deep). The candidates are sorted by the predicted probability that they are
+dense / dense-avg / hybrid lists {meta['depth']} deep), cut to every list's top 40 plus the {meta.get('max_pool') or 'all'} candidates closest in
+spelling (RapidFuzz ratio) to a transcript. The candidates are sorted by the predicted probability that they are
 the street that was said; the probability is the `score` of the `reranked` system.
 
 - **Features** (recogniser-agnostic: max / mean over transcripts and lists): per retrieval family (sparse, dense,

@@ -93,7 +93,8 @@ class Settings:
     rrf_k: int = 2  # RRF's k: score = sum of weight / (k + rank)
     fusion_weights: str = ""  # comma-separated weights of the fused parts (dense first, then sparse per recogniser)
     reranker_model: str = "reranker-v1"  # folder under models_dir (or a path); "" turns the reranked system off
-    rerank_sparse_depth: int = 100  # the reranker's pool: each sparse list this deep (the other lists: rerank_depth)
+    rerank_sparse_depth: int = 300  # the reranker's pool: each sparse list this deep (the other lists: rerank_depth)
+    rerank_pool: int = 120  # ... then cut to every list's top rerank_depth + this many closest in spelling (0: no cut)
 
     # --- limits ----------------------------------------------------------------------------------------
     top_k: int = 10
