@@ -97,6 +97,7 @@ def _noise_queries(g, n, seed):
 
 
 def test_reranker_learns_and_beats_its_inputs(env, tmp_path):
+    pytest.importorskip("sklearn")  # training only; serving reads numpy arrays
     s, g, linker = env
     info = rerank.train(out=tmp_path / "rr", n_noise=400, linker=linker, gazetteer=g, progress=False, s=s, seed=1)
     assert info["data"]["synthetic_train_utterances"] == 0 and info["positives"] > 0
@@ -127,7 +128,18 @@ def test_reranker_learns_and_beats_its_inputs(env, tmp_path):
         linker._reranker = None
 
 
+def test_committed_reranker_loads_and_scores():
+    """models/reranker-v1 is readable without scikit-learn and scores a real pool."""
+    path = rerank.model_path(Settings())
+    if path is None:
+        pytest.skip("no committed reranker")
+    model = rerank.Reranker.load(path)
+    X = np.zeros((3, len(rerank.FEATURES)), np.float32)
+    assert model.model.predict(X).shape == (3,)
+
+
 def test_tree_export_matches_sklearn():
+    pytest.importorskip("sklearn")
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, len(rerank.FEATURES))).astype(np.float32)
     X[rng.random(X.shape) < 0.1] = np.nan
