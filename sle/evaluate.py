@@ -268,7 +268,7 @@ def sweep_configs(has_dense: bool, n_recs: int) -> list[dict]:
 
 def fusion_sweep(queries: Sequence[Query], linker, configs: Sequence[dict] | None = None, k: int = DEPTH, progress: bool = True) -> list[dict]:
     """Recall@k of hybrid fusion variants (Qdrant prefetch + fusion) on the same utterances."""
-    from .link import average, hybrid_search
+    from .link import average
 
     recs = recognisers_of(queries)
     configs = list(configs or sweep_configs(linker.has_dense, len(recs)))
@@ -290,7 +290,7 @@ def fusion_sweep(queries: Sequence[Query], linker, configs: Sequence[dict] | Non
                 parts = [("dense", v) for v in dvecs] + parts
             w = c["weights"] if c["weights"] is None or len(c["weights"]) == len(parts) else None
             t0 = time.perf_counter()
-            hits = hybrid_search(linker.index, parts, k=k, fusion=c["fusion"], rrf_k=c["rrf_k"], depth=max(k, 40), weights=w)
+            hits = linker.index.hybrid(parts, k=k, fusion=c["fusion"], rrf_k=c["rrf_k"], depth=max(k, 40), weights=w)
             ms[ci] += time.perf_counter() - t0
             ranks[ci].append(rank_in([h.id for h in hits], q.target))
     out = []

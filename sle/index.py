@@ -162,7 +162,7 @@ class EdgeEngine:
 
     def _request(self, q):
         qe = self.qe
-        kind, vec, limit = q["kind"], q["vector"], q["limit"]
+        kind, vec, limit = q["kind"], q.get("vector"), q["limit"]
         params = qe.SearchParams(hnsw_ef=self.s.hnsw_ef) if kind == DENSE else None
         if kind == SPARSE:
             query = qe.Query.Nearest(qe.SparseVector(vec.indices, vec.values), using=SPARSE)
@@ -277,7 +277,7 @@ class ServerEngine:
 
     def _request(self, q):
         m = self.models
-        kind, vec, limit = q["kind"], q["vector"], q["limit"]
+        kind, vec, limit = q["kind"], q.get("vector"), q["limit"]
         if kind == SPARSE:
             return m.QueryRequest(query=m.SparseVector(indices=vec.indices, values=vec.values), using=SPARSE, limit=limit, with_payload=True)
         if kind == DENSE:

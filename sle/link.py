@@ -88,13 +88,6 @@ def average(vectors: np.ndarray) -> np.ndarray:
     return v / n if n > 0 else v
 
 
-def hybrid_search(index: idx.Index, parts: list, k: int, fusion: str = "rrf", rrf_k: int = 2, depth: int = 40, weights=None) -> list[idx.Hit]:
-    """``Index.hybrid`` with every request key the engines read (Index.hybrid omits ``"vector"``, which
-    ``EdgeEngine._request`` reads first; remove this wrapper once index.py sets it)."""
-    q = {"kind": "hybrid", "vector": None, "parts": parts, "limit": k, "fusion": fusion, "rrf_k": rrf_k, "depth": depth, "weights": weights}
-    return index.engine.query_batch([q])[0]
-
-
 class Linker:
     """Loads the index (and the dense model and recognisers on first use) once; links many queries."""
 
@@ -177,7 +170,7 @@ class Linker:
             result.timings_ms["dense"] = (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
             parts = [("dense", avg)] + [("sparse", v) for v in svecs.values()]
-            result.systems["hybrid"] = candidates(hybrid_search(self.index, parts, k=k, depth=max(k, self.s.rerank_depth), **self._weights(len(parts))))
+            result.systems["hybrid"] = candidates(self.index.hybrid(parts, k=k, depth=max(k, self.s.rerank_depth), **self._weights(len(parts))))
             result.timings_ms["hybrid"] = (time.perf_counter() - t0) * 1e3
         if reranker:
             t0 = time.perf_counter()
@@ -232,7 +225,7 @@ class Linker:
         avg = average(self.embed(texts))
         if system == "dense":
             return candidates(self.index.search_dense(avg[None, :], k)[0])
-        return candidates(hybrid_search(self.index, [("dense", avg), ("sparse", svec)], k=k, depth=max(k, self.s.rerank_depth), **self._weights(2)))
+        return candidates(self.index.hybrid([("dense", avg), ("sparse", svec)], k=k, depth=max(k, self.s.rerank_depth), **self._weights(2)))
 
     def close(self) -> None:
         self.index.close()

@@ -67,12 +67,12 @@ def test_fusion_of_two_transcripts_merges_their_lists(env):
     e1, e2 = g.entries[10], g.entries[20]
     parts = [("sparse", linker.index.sparse_query(e1.name)), ("sparse", linker.index.sparse_query(e2.name))]
     for fusion in ("rrf", "dbsf"):
-        hits = link.hybrid_search(linker.index, parts, k=10, fusion=fusion, rrf_k=2)
+        hits = linker.index.hybrid(parts, k=10, fusion=fusion, rrf_k=2)
         ids = [h.id for h in hits]
         assert e1.id in ids[:2] and e2.id in ids[:2], (fusion, [h.name for h in hits])
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     # a weight favours its part
-    heavy = link.hybrid_search(linker.index, parts, k=2, fusion="rrf", rrf_k=2, weights=[1.0, 5.0])
+    heavy = linker.index.hybrid(parts, k=2, fusion="rrf", rrf_k=2, weights=[1.0, 5.0])
     assert heavy[0].id == e2.id
 
 
@@ -87,7 +87,7 @@ def test_dense_and_sparse_fuse_inside_qdrant(env):
     target = g.entries[33]
     dense_q = vecs[33]
     sparse_q = linker.index.sparse_query(g.entries[44].name)
-    fused = link.hybrid_search(linker.index, [("dense", dense_q), ("sparse", sparse_q)], k=5, rrf_k=2)
+    fused = linker.index.hybrid([("dense", dense_q), ("sparse", sparse_q)], k=5, rrf_k=2)
     top2 = {h.id for h in fused[:2]}
     assert {target.id, g.entries[44].id} == top2
 
