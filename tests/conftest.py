@@ -47,3 +47,25 @@ def audio_files(speech_wav, tmp_path_factory) -> dict[str, Path]:
     ff("speech.webm", "-c:a", "libopus")
     ff("speech.m4a", "-c:a", "aac")
     return files
+
+
+@pytest.fixture(scope="session")
+def gazetteer_slice(tmp_path_factory):
+    """``gazetteer_slice(step)``: a TSV of every step-th name of the shipped gazetteer (all countries), made once."""
+    from sle import gazetteer as gz
+
+    made: dict[int, Path] = {}
+
+    def make(step: int) -> Path:
+        if step not in made:
+            g = gz.load()
+            path = tmp_path_factory.mktemp("gaz") / f"slice-{step}.tsv"
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("name\tcountry\n")
+                for e in g.entries[::step]:
+                    for c in e.countries:
+                        f.write(f"{e.name}\t{c}\n")
+            made[step] = path
+        return made[step]
+
+    return make

@@ -19,16 +19,9 @@ from sle.text import corrupt
 
 
 @pytest.fixture(scope="module")
-def slice_tsv(tmp_path_factory):
+def slice_tsv(gazetteer_slice):
     """Every 230th name of the shipped gazetteer (~3,000 names from all countries)."""
-    g = gz.load()
-    path = tmp_path_factory.mktemp("gaz") / "slice.tsv"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("name\tcountry\n")
-        for e in g.entries[::230]:
-            for c in e.countries:
-                f.write(f"{e.name}\t{c}\n")
-    return path
+    return gazetteer_slice(230)
 
 
 def _settings(tmp_path, slice_tsv, **kw) -> Settings:

@@ -16,16 +16,9 @@ from sle.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def slice_tsv(tmp_path_factory):
+def slice_tsv(gazetteer_slice):
     """Every 300th name of the shipped gazetteer (~2,300 names from all countries)."""
-    g = gz.load()
-    path = tmp_path_factory.mktemp("gaz") / "slice.tsv"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("name\tcountry\n")
-        for e in g.entries[::300]:
-            for c in e.countries:
-                f.write(f"{e.name}\t{c}\n")
-    return path
+    return gazetteer_slice(300)
 
 
 @pytest.fixture(scope="module")
