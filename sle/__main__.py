@@ -230,12 +230,22 @@ def _add_eval(sub) -> None:
     p.add_argument("--sweep", action="store_true", help="also sweep hybrid fusion (RRF k, DBSF, weights) on the queries")
     p.add_argument("--latency", type=int, default=0, metavar="N", help="also time audio-to-results on N TTS clips of the query names")
     p.add_argument("--noise-level", type=float, default=1.0, help="with --train-reranker: strength of the character noise")
+    p.add_argument("--recognisers", metavar="SPEC,SPEC,...", help="instead: compare recognisers (each alone, every pair) on TTS clips of validation names")
+    p.add_argument("--names", type=int, default=300, help="with --recognisers: validation names to speak")
+    p.add_argument("--hint", action="store_true", help="with --recognisers: give each recogniser the name's language")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> int:
     from . import evaluate
 
+    if args.recognisers:
+        specs = [x.strip() for x in args.recognisers.split(",") if x.strip()]
+        cmp = evaluate.compare_recognisers(specs, n=args.names, hint=args.hint)
+        print(evaluate.recogniser_table(cmp))
+        if args.json:
+            _print_json(cmp)
+        return 0
     if args.train_reranker:
         from . import rerank
 

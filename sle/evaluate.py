@@ -670,3 +670,73 @@ def to_json(result: dict) -> dict:
         out["peer_recall"] = {k: recall(v) for k, v in result["peer_run"].ranks.items()}
         out["qps"].update(result["peer_run"].qps)
     return out
+
+
+# --- choosing recognisers --------------------------------------------------------------------------------------------
+
+
+def compare_recognisers(
+    specs: Sequence[str],
+    n: int = 300,
+    hint: bool = False,
+    k: int = 10,
+    gazetteer=None,
+    progress: bool = True,
+    s: Settings | None = None,
+) -> dict:
+    """Which recognisers make a good pair: recall@k of each alone and of every pair ("either"), on ``n`` validation names.
+
+    Each name is spoken by TTS exactly as in the synthetic data (``sle.tts.choose``); every recogniser hears the same
+    clip (Whisper recognisers share one encoder pass). Recall is the gazetteer-wide RapidFuzz ``fuzz.ratio`` top-k, so
+    the choice does not depend on any trained model. With ``hint``, recognisers get the name's language as a hint.
+    """
+    from itertools import combinations
+
+    from rapidfuzz import fuzz, process
+
+    from . import asr, synth, tts
+    from . import gazetteer as gz
+
+    s = s or default_settings
+    g = gazetteer if gazetteer is not None else gz.load(settings=s)
+    items = synth.plan(g.entries, "validation")[:n]
+    transcribers = [asr.get(spec, s) for spec in specs]
+    keys = [e.key for e in g.entries]
+    texts: dict[str, list[str]] = {spec: [] for spec in specs}
+    seconds: dict[str, float] = defaultdict(float)
+    batch = max(1, s.asr_batch_size)
+    for b in tqdm(range(0, len(items), batch), disable=not progress, desc="transcribe", unit="batch"):
+        chunk = items[b : b + batch]
+        renditions = [tts.choose(it.key, it.name, it.countries) for it in chunk]
+        audios = [tts.render(r)[0] for r in renditions]
+        hints = [r.language for r in renditions] if hint else None
+        for spec, ts in zip(specs, asr.transcribe_many(transcribers, audios, hints)):
+            texts[spec] += [t.text for t in ts]
+            seconds[spec] += sum(t.seconds for t in ts)
+    hits: dict[str, np.ndarray] = {}
+    exact: dict[str, float] = {}
+    for spec in specs:
+        queries = [normalize(t) for t in texts[spec]]
+        found = []
+        for it, q in zip(items, queries):
+            top = process.extract(q, keys, scorer=fuzz.ratio, processor=None, limit=k) if q else []
+            found.append(any(keys[i] == it.key for _, _, i in top))
+        hits[spec] = np.array(found, dtype=bool)
+        exact[spec] = float(np.mean([q == it.key for it, q in zip(items, queries)])) if items else 0.0
+    rows = [{"recognisers": [spec], f"recall@{k}": float(hits[spec].mean()), "exact": exact[spec],
+             "seconds_per_clip": seconds[spec] / max(len(items), 1)} for spec in specs]  # fmt: skip
+    for a, b in combinations(specs, 2):
+        rows.append({"recognisers": [a, b], f"recall@{k}": float((hits[a] | hits[b]).mean())})
+    examples = [[it.name] + [texts[spec][i] for spec in specs] for i, it in enumerate(items[:20])]
+    return {"n": len(items), "hint": hint, "k": k, "rows": rows, "examples": examples}
+
+
+def recogniser_table(result: dict) -> str:
+    """Markdown table of :func:`compare_recognisers`: each recogniser alone, then each pair."""
+    k = result["k"]
+    lines = [f"| recognisers | recall@{k} | exact match | s/clip |", "|---|---:|---:|---:|"]
+    for r in result["rows"]:
+        sec = f"{r['seconds_per_clip']:.3f}" if "seconds_per_clip" in r else ""
+        ex = f"{r['exact']:.3f}" if "exact" in r else ""
+        lines.append(f"| {' + '.join(f'`{x}`' for x in r['recognisers'])} | {r[f'recall@{k}']:.3f} | {ex} | {sec} |")
+    return "\n".join(lines)

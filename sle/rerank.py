@@ -269,12 +269,11 @@ class Reranker:
 
 def noisy_queries(entries: Sequence, n: int, seed: int = 0, level: float = 1.0) -> list:
     """Two independent ASR-like misspellings of each of ``n`` names (character noise), as utterances heard by two
-    pseudo-recognisers. ``level`` 1: one or two passes of ``sle.train.corrupt``, sometimes ``sle.text.corrupt``
+    pseudo-recognisers. ``level`` 1: one or two seeded passes of ``sle.text.corrupt``, sometimes a drawn one
     on top; higher levels add passes (real Whisper transcripts of synthetic speech are far noisier than level 1).
     Used while few synthetic training transcripts exist."""
-    from . import train as tr
     from .evaluate import Query
-    from .text import corrupt as corrupt_text
+    from .text import corrupt
 
     rng = random.Random(seed)
     chosen = rng.sample(list(entries), min(n, len(entries)))
@@ -285,9 +284,9 @@ def noisy_queries(entries: Sequence, n: int, seed: int = 0, level: float = 1.0) 
             passes = rng.randint(1, max(1, round(1 + level)))
             t = e.name
             for p in range(passes):
-                t = tr.corrupt(t, seed + p, j)
+                t = corrupt(t, seed + p, j)
             if rng.random() < min(0.25 * level, 0.9):
-                t = corrupt_text(t, rng, strength=0.75 * level)
+                t = corrupt(t, rng, strength=0.75 * level)
             ts[rec] = t
         out.append(Query(e.id, e.name, ts))
     return out
@@ -414,7 +413,7 @@ the street that was said; the probability is the `score` of the `reranked` syste
   difference, agreement between the transcripts. See `sle/rerank.py`.
 - **Training data** (TRAIN split only, never validation/test): {d['synthetic_train_utterances']} synthetic train-split utterances
   (TTS -> Whisper transcripts) and {d['noise_utterances']} train-split names each misspelled twice by the character-noise model
-  (`sle.rerank.noisy_queries`: `sle.train.corrupt`, once or twice, or with `sle.text.corrupt` on top). The target
+  (`sle.rerank.noisy_queries`: `sle.text.corrupt`, seeded, once or twice, sometimes a drawn pass on top). The target
   was in the pool for {d['target_in_pool']:.1%} of the training utterances; {meta['candidates']:,} candidates, {meta['positives']:,} positive.
 - **Dense model seen in training**: {meta['dense_model'] or 'none (the index had no dense vectors: dense features were constant and unused)'}.
   Retrain after the index gets dense vectors: `python -m sle eval --train-reranker`.

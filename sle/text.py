@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
 import re
 import unicodedata
+from typing import Iterable
 
 _NON_WORD = re.compile(r"[\W_]+")
 
@@ -24,35 +27,146 @@ def clean_display(text: str) -> str:
     return " ".join(text.split()).strip('"').strip()
 
 
-# Rough ASR-like confusions of German, Dutch and Swedish street names (spelling by ear).
-_CONFUSIONS = [
-    ("strasse", "stasse"), ("strasse", "strase"), ("strasse", "str"), ("ss", "s"), ("ß", "s"), ("ä", "e"), ("ä", "ae"),
-    ("ö", "o"), ("ö", "oe"), ("ü", "u"), ("ü", "ue"), ("ei", "ai"), ("ie", "i"), ("eu", "oi"), ("v", "f"), ("w", "v"),
-    ("z", "ts"), ("tz", "z"), ("ch", "sh"), ("ck", "k"), ("th", "t"), ("ph", "f"), ("dt", "t"), ("ij", "ei"), ("oo", "o"),
-    ("aa", "a"), ("sj", "sh"), ("g", "ch"), ("b", "p"), ("d", "t"), ("weg", "veg"), ("gatan", "gata"), ("vägen", "vegen"),
+# --- character noise: how ASR misspells street names -----------------------------------------------------------
+
+# Spelling confusions seen in ASR output of street names (German, Dutch, Swedish, French): pattern -> replacements.
+# Applied to normalised text (so "ß" is already "ss"). Longer patterns first so suffixes win over letters.
+_CONFUSIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("strasse", ("strase", "stasse", "strasze", "strahse", "stras", " strasse", "str")),
+    ("straat", ("strat", "straad", "street", " straat")),
+    ("gatan", ("gata", "gaten", "jatan", " gatan")),
+    ("vagen", ("vegen", "wagen", "vaegen", " vagen")),
+    ("vägen", ("vegen", "vagen", "wegen")),
+    ("gasse", ("gase", "gassen", "kasse", " gasse")),
+    ("allee", ("alle", "ale", "allé")),
+    ("laan", ("lan", "lahn", " laan")),
+    ("platz", ("plats", "plaz", "blatz", " platz")),
+    ("weg", ("veg", "wek", "weck", " weg")),
+    ("rue ", ("ru ", "rü ", "roo ")),
+    ("sch", ("sh", "ch", "s", "sj")),
+    ("tsch", ("ch", "tch", "sch")),
+    ("ch", ("sh", "k", "g", "h", "sch")),
+    ("ck", ("k", "kk", "c")),
+    ("tz", ("z", "ts", "s")),
+    ("dt", ("t", "tt", "d")),
+    ("th", ("t", "d")),
+    ("ph", ("f",)),
+    ("qu", ("kw", "kv", "q")),
+    ("ei", ("ai", "ij", "ey", "i")),
+    ("ij", ("ei", "y", "i")),
+    ("ie", ("i", "ee", "ih")),
+    ("eu", ("oi", "äu", "ö")),
+    ("au", ("ou", "ao", "o")),
+    ("oe", ("ö", "o", "u")),
+    ("ae", ("ä", "e", "a")),
+    ("ue", ("ü", "u", "ü")),
+    ("oo", ("o", "u")),
+    ("aa", ("a", "ah")),
+    ("ss", ("s", "sz", "z")),
+    ("ä", ("ae", "e", "a")),
+    ("ö", ("oe", "o", "e")),
+    ("ü", ("ue", "u", "i")),
+    ("å", ("o", "a", "aa")),
+    ("ø", ("o", "oe", "ö")),
+    ("é", ("e", "ee")),
+    ("è", ("e",)),
+    ("v", ("f", "w")),
+    ("w", ("v", "u")),
+    ("f", ("v", "ph")),
+    ("z", ("ts", "s", "tz", "c")),
+    ("s", ("z", "ss")),
+    ("c", ("k", "s", "z")),
+    ("k", ("c", "ck", "g")),
+    ("g", ("k", "ch", "j")),
+    ("j", ("y", "i", "g")),
+    ("y", ("i", "j")),
+    ("x", ("ks", "cks")),
+    ("d", ("t",)),
+    ("t", ("d",)),
+    ("b", ("p",)),
+    ("p", ("b",)),
+    ("h", ("",)),
+    ("e", ("a", "i", "")),
+    ("i", ("e", "y")),
+    ("o", ("u", "a")),
+    ("u", ("o", "ou")),
 ]
+_VOWELS = set("aeiouyäöüåø")
 
 
-def corrupt(text: str, rng, strength: float = 1.0) -> str:
-    """A misheard spelling of ``text``: a few phonetic confusions, then random edits.
+def _rng(seed: int, key: str, i: int) -> random.Random:
+    h = hashlib.blake2b(f"{seed}|{i}|{key}".encode(), digest_size=8).digest()
+    return random.Random(int.from_bytes(h, "big"))
 
-    Deterministic for a given ``random.Random`` state; used to test and benchmark retrieval without audio.
+
+def corrupt(name: str, rng: random.Random | int = 0, variant: int = 0, strength: float = 1.0) -> str:
+    """An ASR-like misspelling of ``name`` (normalised first), never the name itself unless nothing applies.
+
+    1-4 edits (times ``strength``) drawn from phonetic confusions (ss/s, ä/ae/e, v/f/w, z/ts/s, ch/sh/k,
+    straße/stasse/strase...), doubled or dropped letters, split or merged words and vowel swaps. ``rng`` is a
+    ``random.Random`` (drawn from) or a seed: then the same (name, seed, variant) always gives the same result, so
+    training pairs and benchmark queries are reproducible. The one noise model of sle (training, reranker, benchmarks).
     """
-    s = normalize(text)
-    for a, b in rng.sample(_CONFUSIONS, len(_CONFUSIONS)):
-        if a in s and rng.random() < 0.5 * strength:
-            s = s.replace(a, b, 1)
-    letters = "abcdefghijklmnopqrstuvwxyzäöü"
-    for _ in range(rng.randint(0, max(1, round(len(s) / 8 * strength)))):
-        if len(s) < 3:
+    original = text = normalize(name)
+    if not isinstance(rng, random.Random):
+        rng = _rng(int(rng), text, variant)
+    for _ in range(3):  # a drawn edit may not apply; retry so a pair is never its own name
+        text = _edit(original, rng, strength)
+        if text != original:
             break
-        i, op = rng.randrange(len(s)), rng.random()
-        if op < 0.4:
-            s = s[:i] + rng.choice(letters) + s[i + 1 :]
-        elif op < 0.7:
-            s = s[:i] + s[i + 1 :]
-        elif op < 0.85:
-            s = s[:i] + rng.choice(letters) + s[i:]
-        else:
-            s = s[:i] + " " + s[i:] if " " not in s[i - 1 : i + 1] else s.replace(" ", "", 1)
-    return " ".join(s.split()) or normalize(text)
+    return text
+
+
+def _edit(text: str, rng: random.Random, strength: float = 1.0) -> str:
+    original = text
+    n_edits = rng.choices((1, 2, 3, 4), weights=(35, 35, 20, 10))[0]
+    if strength != 1.0:
+        n_edits = max(1, round(n_edits * strength))
+    for _ in range(n_edits):
+        op = rng.random()
+        if op < 0.6:  # phonetic confusion at a random matching place
+            options = [(i, pat, reps) for pat, reps in _CONFUSIONS for i in _find_all(text, pat)]
+            if not options:
+                continue
+            i, pat, reps = rng.choice(options)
+            text = text[:i] + rng.choice(reps) + text[i + len(pat) :]
+        elif op < 0.72 and len(text) > 3:  # drop a letter (ASR swallows unstressed sounds)
+            i = rng.randrange(len(text))
+            text = text[:i] + text[i + 1 :]
+        elif op < 0.82:  # double a consonant or undouble a pair
+            doubles = [i for i in range(len(text) - 1) if text[i] == text[i + 1] and text[i].isalpha()]
+            if doubles and rng.random() < 0.5:
+                i = rng.choice(doubles)
+                text = text[:i] + text[i + 1 :]
+            else:
+                cons = [i for i, c in enumerate(text) if c.isalpha() and c not in _VOWELS]
+                if cons:
+                    i = rng.choice(cons)
+                    text = text[:i] + text[i] + text[i:]
+        elif op < 0.92:  # split a long word or merge two words
+            if " " in text and rng.random() < 0.5:
+                spaces = [i for i, c in enumerate(text) if c == " "]
+                i = rng.choice(spaces)
+                text = text[:i] + text[i + 1 :]
+            else:
+                words = text.split(" ")
+                j = max(range(len(words)), key=lambda w: len(words[w]))
+                w = words[j]
+                if len(w) >= 8:
+                    cut = rng.randrange(3, len(w) - 3)
+                    words[j] = w[:cut] + " " + w[cut:]
+                    text = " ".join(words)
+        else:  # vowel confusion
+            vowels = [i for i, c in enumerate(text) if c in "aeiou"]
+            if vowels:
+                i = rng.choice(vowels)
+                text = text[:i] + rng.choice([v for v in "aeiou" if v != text[i]]) + text[i + 1 :]
+    text = " ".join(text.split())
+    return text or original
+
+
+def _find_all(text: str, pattern: str) -> Iterable[int]:
+    i = text.find(pattern)
+    while i != -1:
+        yield i
+        i = text.find(pattern, i + 1)

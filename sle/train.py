@@ -28,7 +28,7 @@ import numpy as np
 
 from . import encoder
 from .settings import Settings, settings as default_settings
-from .text import normalize
+from .text import corrupt, normalize  # noqa: F401  (corrupt: the noise model, re-exported for training callers)
 
 log = logging.getLogger(__name__)
 
@@ -45,141 +45,6 @@ class Pair:
 
 
 # --- character noise -----------------------------------------------------------------------------------------------
-
-# Spelling confusions seen in ASR output of street names (German, Dutch, Swedish, French): pattern -> replacements.
-# Applied to normalised text (so "ß" is already "ss"). Longer patterns first so suffixes win over letters.
-_CONFUSIONS: list[tuple[str, tuple[str, ...]]] = [
-    ("strasse", ("strase", "stasse", "strasze", "strahse", "stras", " strasse", "str")),
-    ("straat", ("strat", "straad", "street", " straat")),
-    ("gatan", ("gata", "gaten", "jatan", " gatan")),
-    ("vagen", ("vegen", "wagen", "vaegen", " vagen")),
-    ("vägen", ("vegen", "vagen", "wegen")),
-    ("gasse", ("gase", "gassen", "kasse", " gasse")),
-    ("allee", ("alle", "ale", "allé")),
-    ("laan", ("lan", "lahn", " laan")),
-    ("platz", ("plats", "plaz", "blatz", " platz")),
-    ("weg", ("veg", "wek", "weck", " weg")),
-    ("rue ", ("ru ", "rü ", "roo ")),
-    ("sch", ("sh", "ch", "s", "sj")),
-    ("tsch", ("ch", "tch", "sch")),
-    ("ch", ("sh", "k", "g", "h", "sch")),
-    ("ck", ("k", "kk", "c")),
-    ("tz", ("z", "ts", "s")),
-    ("dt", ("t", "tt", "d")),
-    ("th", ("t", "d")),
-    ("ph", ("f",)),
-    ("qu", ("kw", "kv", "q")),
-    ("ei", ("ai", "ij", "ey", "i")),
-    ("ij", ("ei", "y", "i")),
-    ("ie", ("i", "ee", "ih")),
-    ("eu", ("oi", "äu", "ö")),
-    ("au", ("ou", "ao", "o")),
-    ("oe", ("ö", "o", "u")),
-    ("ae", ("ä", "e", "a")),
-    ("ue", ("ü", "u", "ü")),
-    ("oo", ("o", "u")),
-    ("aa", ("a", "ah")),
-    ("ss", ("s", "sz", "z")),
-    ("ä", ("ae", "e", "a")),
-    ("ö", ("oe", "o", "e")),
-    ("ü", ("ue", "u", "i")),
-    ("å", ("o", "a", "aa")),
-    ("ø", ("o", "oe", "ö")),
-    ("é", ("e", "ee")),
-    ("è", ("e",)),
-    ("v", ("f", "w")),
-    ("w", ("v", "u")),
-    ("f", ("v", "ph")),
-    ("z", ("ts", "s", "tz", "c")),
-    ("s", ("z", "ss")),
-    ("c", ("k", "s", "z")),
-    ("k", ("c", "ck", "g")),
-    ("g", ("k", "ch", "j")),
-    ("j", ("y", "i", "g")),
-    ("y", ("i", "j")),
-    ("x", ("ks", "cks")),
-    ("d", ("t",)),
-    ("t", ("d",)),
-    ("b", ("p",)),
-    ("p", ("b",)),
-    ("h", ("",)),
-    ("e", ("a", "i", "")),
-    ("i", ("e", "y")),
-    ("o", ("u", "a")),
-    ("u", ("o", "ou")),
-]
-_VOWELS = set("aeiouyäöüåø")
-
-
-def _rng(seed: int, key: str, i: int) -> random.Random:
-    h = hashlib.blake2b(f"{seed}|{i}|{key}".encode(), digest_size=8).digest()
-    return random.Random(int.from_bytes(h, "big"))
-
-
-def corrupt(name: str, seed: int = 0, variant: int = 0) -> str:
-    """A deterministic ASR-like misspelling of ``name`` (normalised first): 1-4 edits drawn from phonetic confusions
-    (ss/s, ä/ae/e, v/f/w, z/ts/s, ch/sh/k, straße/stasse/strase...), doubled or dropped letters, and split or merged
-    words. The same (name, seed, variant) always gives the same result."""
-    original = text = normalize(name)
-    rng = _rng(seed, text, variant)
-    for _ in range(3):  # a drawn edit may not apply; retry so a pair is never its own name
-        text = _edit(original, rng)
-        if text != original:
-            break
-    return text
-
-
-def _edit(text: str, rng: random.Random) -> str:
-    original = text
-    n_edits = rng.choices((1, 2, 3, 4), weights=(35, 35, 20, 10))[0]
-    for _ in range(n_edits):
-        op = rng.random()
-        if op < 0.6:  # phonetic confusion at a random matching place
-            options = [(i, pat, reps) for pat, reps in _CONFUSIONS for i in _find_all(text, pat)]
-            if not options:
-                continue
-            i, pat, reps = rng.choice(options)
-            text = text[:i] + rng.choice(reps) + text[i + len(pat) :]
-        elif op < 0.72 and len(text) > 3:  # drop a letter (ASR swallows unstressed sounds)
-            i = rng.randrange(len(text))
-            text = text[:i] + text[i + 1 :]
-        elif op < 0.82:  # double a consonant or undouble a pair
-            doubles = [i for i in range(len(text) - 1) if text[i] == text[i + 1] and text[i].isalpha()]
-            if doubles and rng.random() < 0.5:
-                i = rng.choice(doubles)
-                text = text[:i] + text[i + 1 :]
-            else:
-                cons = [i for i, c in enumerate(text) if c.isalpha() and c not in _VOWELS]
-                if cons:
-                    i = rng.choice(cons)
-                    text = text[:i] + text[i] + text[i:]
-        elif op < 0.92:  # split a long word or merge two words
-            if " " in text and rng.random() < 0.5:
-                spaces = [i for i, c in enumerate(text) if c == " "]
-                i = rng.choice(spaces)
-                text = text[:i] + text[i + 1 :]
-            else:
-                words = text.split(" ")
-                j = max(range(len(words)), key=lambda w: len(words[w]))
-                w = words[j]
-                if len(w) >= 8:
-                    cut = rng.randrange(3, len(w) - 3)
-                    words[j] = w[:cut] + " " + w[cut:]
-                    text = " ".join(words)
-        else:  # vowel confusion
-            vowels = [i for i, c in enumerate(text) if c in "aeiou"]
-            if vowels:
-                i = rng.choice(vowels)
-                text = text[:i] + rng.choice([v for v in "aeiou" if v != text[i]]) + text[i + 1 :]
-    text = " ".join(text.split())
-    return text or original
-
-
-def _find_all(text: str, pattern: str) -> Iterable[int]:
-    i = text.find(pattern)
-    while i != -1:
-        yield i
-        i = text.find(pattern, i + 1)
 
 
 def noise_pairs(entries: Sequence, n: int, seed: int = 0, variants: int = 1) -> list[Pair]:
@@ -622,7 +487,7 @@ Byte-level bi-encoder for spoken street-name linking (sle): an ASR transcript an
   {t5.num_heads} heads, d_ff {t5.d_ff}; mean pooling; Dense -> 256; L2 normalise. {info['parameters']:,} parameters.
 - Backbone: `{cfg['backbone']}`{' (from scratch, random init)' if cfg['version'] == 'v0' and cfg['backbone'].startswith('byt5-') else ''}{'; initialised from dense-v0' if cfg['version'] == 'v1' else ''}.
 - Data: {info['pairs']:,} (anchor, name) pairs by source: {info['pairs_by_source']}. `noise` = deterministic
-  character-level ASR-like corruptions of train-split names (`sle.train.corrupt`); other sources are transcripts of
+  character-level ASR-like corruptions of train-split names (`sle.text.corrupt`); other sources are transcripts of
   synthetic speech (`data/synthetic/train`). Splits by normalised name as `sle.synth.split_of`.
 - Hard negatives: {cfg['num_negatives']} per pair, mined with {miner} (`mine_hard_negatives`, top-40,
   relative margin 0.05, positive excluded); {info['mined_rows']:,} rows kept.

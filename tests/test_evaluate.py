@@ -132,3 +132,20 @@ def test_harness_end_to_end_with_peers_and_report(env, tmp_path):
     assert "## Peers" in text and "rapidfuzz ratio" in text and "fusion sweep" in text
     assert (tmp_path / "docs" / "evaluation.png").stat().st_size > 1000
     assert json.dumps(ev.to_json(result))
+
+
+def test_compare_recognisers_on_tts_clips(gazetteer_slice):
+    """The command that chose the offline second recogniser: real TTS, real Whisper base, each alone and the pair."""
+    g = gz.load(gazetteer_slice(100))
+    specs = ["whisper:base", "whisper:base@en"]
+    res = ev.compare_recognisers(specs, n=6, gazetteer=g, progress=False)
+    assert res["n"] == 6 and len(res["examples"]) == 6
+    alone = {r["recognisers"][0]: r for r in res["rows"] if len(r["recognisers"]) == 1}
+    pair = [r for r in res["rows"] if len(r["recognisers"]) == 2]
+    assert set(alone) == set(specs) and [r["recognisers"] for r in pair] == [specs]
+    either = pair[0]["recall@10"]
+    assert max(r["recall@10"] for r in alone.values()) <= either <= sum(r["recall@10"] for r in alone.values())
+    assert either > 0  # 6 names among ~6,900: Whisper base finds at least one by spelling
+    assert all(r["seconds_per_clip"] > 0 for r in alone.values())
+    table = ev.recogniser_table(res)
+    assert "`whisper:base` + `whisper:base@en`" in table

@@ -9,7 +9,7 @@ import pytest
 
 from sle import encoder, gazetteer, train
 from sle.settings import Settings
-from sle.text import normalize
+from sle.text import corrupt, normalize
 
 NAMES = [
     "Hauptstraße", "Bahnhofstraße", "Salzhübelstraße", "Kungsgatan", "Drottninggatan", "Rue de la Paix",
@@ -37,11 +37,11 @@ def small(tmp_path_factory):
 
 def test_corrupt_is_deterministic_and_always_changes_the_name():
     for name in NAMES:
-        variants = [train.corrupt(name, seed=0, variant=v) for v in range(6)]
-        assert variants == [train.corrupt(name, seed=0, variant=v) for v in range(6)]
+        variants = [corrupt(name, 0, v) for v in range(6)]
+        assert variants == [corrupt(name, 0, v) for v in range(6)]
         assert all(v and v != normalize(name) for v in variants)
         assert len(set(variants)) >= 3  # varied, not one fixed misspelling
-    assert train.corrupt("Hauptstraße", seed=1) == train.corrupt("Hauptstraße", seed=1)
+    assert corrupt("Hauptstraße", 1) == corrupt("Hauptstraße", 1)
 
 
 def test_noise_pairs_point_at_their_entries(small):
@@ -72,7 +72,7 @@ def test_mining_never_returns_the_positive_or_its_normalised_duplicate(small):
     g, _ = small
     miner = encoder.build_encoder("byt5-micro", seed=1)
     entries = g.entries[:60]
-    pairs = [train.Pair(train.corrupt(e.name, 0, 0), e.name, e.id, train.NOISE) for e in entries]
+    pairs = [train.Pair(corrupt(e.name, 0, 0), e.name, e.id, train.NOISE) for e in entries]
     # a raw spelling that normalises to a corpus name: its normalised form must never be its own negative
     pairs.append(train.Pair("haupt strase", "HAUPT-Straße", 0, train.NOISE))
     corpus = [e.key for e in g.entries] + ["haupt strasse"]
@@ -118,7 +118,7 @@ def test_tiny_training_run_improves_recall_on_its_own_data(small):
 def test_sparse_baseline_and_table_on_the_same_queries(small):
     g, s = small
     entries = g.entries[:40]
-    queries = [train.corrupt(e.name, 0, 0) for e in entries]
+    queries = [corrupt(e.name, 0, 0) for e in entries]
     r = train.sparse_recall_at_k(queries, [e.id for e in entries], g, settings=s)
     assert r["n"] == 40 and 0.5 <= r["recall@1"] <= r["recall@10"] <= r["recall@40"] <= 1.0
     md = train.table({"sparse": {"noise": r}, "dense-v0": {"noise": r, "whisper:base": r}})
