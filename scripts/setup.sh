@@ -27,4 +27,12 @@ PY=${PYTHON:-python3}
 $PY -c "import torch" 2>/dev/null || $PY -m pip install -q torch==2.13.0
 $PY -m pip install -q -r requirements.txt -r requirements-dev.txt
 $PY -m pip install -q --no-deps -e .
+
+# NeMo (Parakeet) pins clash with this environment, so it lives in a side venv that reuses the system packages;
+# tests run the NeMo backend there. Opt-in: ~80 packages, 1-3 minutes.
+if [ "${SLE_NEMO:-0}" = "1" ] && ! var/nemo-venv/bin/python -c "import nemo.collections.asr" >/dev/null 2>&1; then
+  echo "setup: NeMo into var/nemo-venv"
+  $PY -m venv --system-site-packages var/nemo-venv
+  var/nemo-venv/bin/pip install -q "nemo_toolkit[asr]==3.0.0"
+fi
 echo "setup: done"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +155,21 @@ def test_parakeet_unavailable_without_nemo():
         pytest.skip("NeMo is installed")
     with pytest.raises(asr.ASRUnavailable, match="NeMo"):
         asr.get("parakeet:nvidia/parakeet-tdt-0.6b-v3")
+
+
+def test_parakeet_backend_in_the_nemo_venv():
+    """NeMo's dependencies clash with this environment's pins, so setup installs it into a side venv
+    (``SLE_NEMO=1 bash scripts/setup.sh``); there the real NeMo test below runs, not skipped."""
+    if _nemo_importable():
+        pytest.skip("NeMo is importable here: the test below runs directly")
+    py = Path(os.environ.get("SLE_NEMO_PYTHON", Path(__file__).resolve().parents[1] / "var" / "nemo-venv" / "bin" / "python"))
+    if not py.exists():
+        pytest.skip(f"no NeMo venv at {py} (SLE_NEMO=1 bash scripts/setup.sh makes it)")
+    out = subprocess.run(
+        [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_parakeet_backend_restores_and_transcribes_a_nemo_file"],
+        capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
