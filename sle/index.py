@@ -323,7 +323,7 @@ class Index:
         return self.manifest.n_points
 
     def sparse_query(self, text: str) -> sparse.SparseVector:
-        return sparse.encode_query(text, self.s.query_orders, self.docfreq, self.s.sparse_query_max_df)
+        return sparse.encode_query(text, self.s.query_orders, self.docfreq, self.s.sparse_query_max_df, self.s.sparse_query_max_postings)
 
     def search_sparse(self, texts: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """Sparse n-gram search for each text."""
@@ -395,7 +395,7 @@ def open_index(s: Settings | None = None, require_ready: bool = True) -> Index:
         raise IndexNotReady(f"the index is still building: {m.points_done:,}/{m.n_points:,} names; run `python -m sle index` to finish it")
     dfp = _docfreq_path(s, m.gazetteer)
     docfreq = sparse.DocFreq.load(dfp) if dfp.exists() else None
-    if docfreq is None and s.sparse_query_max_df < 1.0:
+    if docfreq is None and (s.sparse_query_max_df < 1.0 or s.sparse_query_max_postings):
         log.warning("no n-gram document frequencies at %s: sparse queries are not pruned (slower)", dfp)
     return Index(engine, m, docfreq, s)
 

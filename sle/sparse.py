@@ -2,7 +2,8 @@
 
 Documents keep every n-gram (counts as values; Qdrant applies IDF at query time). Queries use the trigrams
 only by default: unigram and bigram posting lists are long (slow search) and they add more noise than
-signal to the ranking (measured in docs/benchmarks.md).
+signal to the ranking; and of those trigrams, only the rarest ones within a budget of postings (measured in
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -123,19 +124,38 @@ def encode_query(
     orders: tuple[int, ...] = (3,),
     df: DocFreq | None = None,
     max_df: float = 1.0,
+    max_postings: int = 0,
+    min_terms: int = 8,
 ) -> SparseVector:
-    """Query vector over the n-gram ``orders`` kept (trigrams by default), optionally minus n-grams found in
-    more than ``max_df`` of the names (if that would leave nothing, the three rarest are kept).
+    """Query vector over the n-gram ``orders`` kept (trigrams by default), optionally pruned with document frequencies.
+
+    - ``max_postings``: keep the rarest n-grams while their posting lists add up to at most this many names (but
+      always the ``min_terms`` rarest). Search time is proportional to postings touched, and the common n-grams
+      (``str``, ``sse``, ``se$``) carry little IDF weight: a budget of 100,000 postings touches 5x fewer postings
+      than all trigrams and keeps recall@10 within a point of the full 1-3-gram baseline (docs/benchmarks.md).
+    - ``max_df``: drop n-grams found in more than this fraction of names (the three rarest are always kept).
 
     Trigrams alone find the right name more often than all 1-3-grams (their unigrams and bigrams mostly add
-    noise) and touch 13x fewer postings: docs/benchmarks.md has the figures.
+    noise) and touch 13x fewer postings.
     """
     grams = [g for g in ngrams(text) if len(g) in orders] or ngrams(text)
     vec = _vector(grams)
-    if df is None or max_df >= 1.0 or not vec.indices:
+    if df is None or not vec.indices or (max_df >= 1.0 and not max_postings):
         return vec
     frac = df.fraction(vec.indices)
-    keep = frac <= max_df
-    if not keep.any():
-        keep = frac <= np.sort(frac)[min(2, len(frac) - 1)]
+    keep = np.ones(len(frac), dtype=bool)
+    if max_df < 1.0:
+        keep = frac <= max_df
+        if not keep.any():
+            keep = frac <= np.sort(frac)[min(2, len(frac) - 1)]
+    if max_postings:
+        postings = frac * df.n_docs
+        budget_keep = np.zeros(len(frac), dtype=bool)
+        total = 0.0
+        for rank, j in enumerate(np.argsort(postings, kind="stable")):
+            if rank >= min_terms and total + postings[j] > max_postings:
+                break
+            budget_keep[j] = True
+            total += postings[j]
+        keep &= budget_keep
     return SparseVector([i for i, k in zip(vec.indices, keep) if k], [v for v, k in zip(vec.values, keep) if k])

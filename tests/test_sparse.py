@@ -65,6 +65,22 @@ def test_query_df_pruning_drops_common_ngrams_but_never_everything():
     assert 1 <= len(only_common) <= 3
 
 
+def test_query_postings_budget_keeps_the_rarest_ngrams():
+    docs = [sparse.encode(n) for n in ["Lindenstraße", "Hauptstraße", "Bahnhofstraße", "Schulstraße", "Lindenweg", "Zugspitzstraße"]]
+    df = sparse.DocFreq.from_vectors(docs)
+    full = sparse.encode_query("Lindenstraße")
+    post = dict(zip(full.indices, df.fraction(full.indices) * df.n_docs))
+    q = sparse.encode_query("Lindenstraße", df=df, max_postings=10, min_terms=3)
+    kept = [post[i] for i in q.indices]
+    dropped = [post[i] for i in full.indices if i not in set(q.indices)]
+    assert len(q) >= 3 and dropped  # the budget bites, but never below min_terms
+    assert max(kept) <= min(dropped)  # rarest first
+    assert sum(sorted(kept)[3:]) <= 10 or len(q) == 3
+    # a budget larger than every posting list together changes nothing
+    assert sparse.encode_query("Lindenstraße", df=df, max_postings=10**9) == full
+    assert sparse.encode_query("Lindenstraße", df=None, max_postings=10) == full
+
+
 def test_docfreq_roundtrip(tmp_path):
     df = sparse.DocFreq.from_vectors([sparse.encode("Weg"), sparse.encode("Steg")])
     df.save(tmp_path / "df.npz")
