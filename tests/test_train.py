@@ -87,6 +87,22 @@ def test_mining_never_returns_the_positive_or_its_normalised_duplicate(small):
         train.mine(pairs, miner, corpus=corpus + corpus[:1])
 
 
+def test_mining_keeps_noisy_rows_the_margin_would_drop(small):
+    """A transcript far from its name scores below many names; with a margin of 0.99 no candidate qualifies, yet
+    every such row still gets a negative (mined again without the margin), never the positive or a respelling of it
+    (a row whose only candidate is a respelling is dropped)."""
+    g, _ = small
+    miner = encoder.build_encoder("byt5-micro", seed=1)
+    entries = g.entries[:40]
+    pairs = [train.Pair("xq" + corrupt(e.name, 0, 1)[::-1], e.name, e.id, "whisper:base") for e in entries]
+    corpus = [e.key for e in g.entries] + ["haupt strasse"]
+    pairs.append(train.Pair("hauptstrase", "Hauptstraße", 0, "whisper:base"))
+    mined = train.mine(pairs, miner, corpus=corpus, num_negatives=1, relative_margin=0.99)
+    assert {normalize(p.anchor) for p in pairs[:-1]} <= set(mined["anchor"])  # every noisy row kept
+    for row in mined:
+        assert row["negative_1"].replace(" ", "") != row["positive"].replace(" ", "")
+
+
 def test_recall_at_k_counts_ranks(small):
     g, s = small
     model = encoder.build_encoder("byt5-micro", seed=0)
