@@ -31,11 +31,12 @@ log = logging.getLogger("sle.app")
 
 N_RECOGNISERS = 2  # transcript boxes on the page (a profile has two recognisers)
 # Column order on the page: systems whose key starts with the first prefix come first, and so on.
-SYSTEM_ORDER = ("reranked", "hybrid", "dense-avg", "dense@", "sparse@")
+SYSTEM_ORDER = ("reranked", "hybrid", "dense-avg", "dense@", "phonetic@", "sparse@")
 SYSTEM_FAMILIES = {
     "dense-avg": "needs a dense model in models/ and its vectors in the index (`python -m sle index`)",
     "dense@": "needs a dense model in models/ and its vectors in the index",
     "hybrid": "fuses dense and sparse: needs the dense model",
+    "phonetic@": "needs phoneme vectors in the index: rebuild it (`python -m sle index`)",
     "reranked": "needs a trained reranker in models/ (`python -m sle eval --train-reranker`)",
 }
 COLLECT_GUIDELINES = """

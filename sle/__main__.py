@@ -48,7 +48,7 @@ def _add_search(sub) -> None:
     p = sub.add_parser("search", help="find the street names closest to a (mis)spelled query")
     p.add_argument("query", nargs="+", help="one or more transcripts of the same utterance")
     p.add_argument("-k", type=int, default=10, help="number of results")
-    p.add_argument("--system", default="sparse", help="sparse | dense | hybrid | reranked")
+    p.add_argument("--system", default="sparse", help="sparse | phonetic | dense | hybrid | reranked")
     p.add_argument("--json", action="store_true", help="print a JSON list of candidates")
     p.set_defaults(func=_run_search)
 

@@ -51,6 +51,7 @@ class Query:
     name: str
     transcripts: dict[str, str]  # recogniser -> text ("" when it heard nothing)
     country: str = ""
+    languages: dict[str, str] = field(default_factory=dict)  # recogniser -> the language it decoded in
 
 
 def synthetic_queries(split: str, gazetteer, limit: int | None = None, seed: int = 0, s: Settings | None = None) -> list[Query]:
@@ -70,6 +71,8 @@ def synthetic_queries(split: str, gazetteer, limit: int | None = None, seed: int
             continue
         q = by_id.setdefault(e.id, Query(e.id, e.name, {}, row.get("country", "")))
         q.transcripts[row["asr"]] = (row.get("transcript") or "").strip()
+        if row.get("asr_language"):
+            q.languages[row["asr"]] = row["asr_language"]
     queries = list(by_id.values())
     if limit and len(queries) > limit:
         queries = random.Random(seed).sample(queries, limit)
@@ -216,7 +219,7 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
     pool_ranks: list[int | None] = []
     for qi, q in enumerate(tqdm(queries, desc="link", unit="utt", disable=not progress)):
         t0 = time.perf_counter()
-        res = linker.link_texts(q.transcripts, k=k)
+        res = linker.link_texts(q.transcripts, k=k, languages=q.languages)
         per_query_ms.append((time.perf_counter() - t0) * 1e3)
         for key, v in res.timings_ms.items():
             run.timings_ms[key].append(v)
@@ -231,7 +234,7 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
         if linker.reranker is not None:  # the reranker's ceiling: is the target in its pool at all?
             from .rerank import family, prefilter
 
-            deep = linker.link_texts(q.transcripts, rerank=False, pool=True)
+            deep = linker.link_texts(q.transcripts, rerank=False, pool=True, languages=q.languages)
             lists = {key: v for key, v in deep.systems.items() if family(key) and v}
             if linker.s.rerank_pool:
                 lists = prefilter(q.transcripts, lists, linker.s.rerank_pool, linker.s.rerank_depth)
@@ -241,7 +244,7 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
     if pool_ranks:
         run.ranks["upper: target in the reranker's pool"] = pool_ranks
     # utterances/s of each system's own stages (the linker times stages, and systems share some of them)
-    stages = {"sparse": ["sparse"], "dense": ["embed", "dense"], "dense-avg": ["embed", "dense"], "hybrid": ["embed", "hybrid"],
+    stages = {"sparse": ["sparse"], "phonetic": ["phonetic"], "dense": ["embed", "dense"], "dense-avg": ["embed", "dense"], "hybrid": ["embed", "hybrid"],
               "reranked": ["retrieval (all systems)"]}  # fmt: skip
     for base, parts in stages.items():
         ms = sum(float(np.mean(run.timings_ms[p])) for p in parts if run.timings_ms.get(p))
@@ -252,10 +255,13 @@ def run_linker(queries: Sequence[Query], linker=None, k: int = DEPTH, run: Run |
     return run
 
 
-def sweep_configs(has_dense: bool, n_recs: int) -> list[dict]:
-    """Hybrid fusion settings to compare: RRF k, DBSF, part weights, dense-averaged vs per-recogniser dense parts."""
+def sweep_configs(has_dense: bool, n_recs: int, has_phonetic: bool = False) -> list[dict]:
+    """Hybrid fusion settings to compare: RRF k, DBSF, part weights, dense-averaged vs per-recogniser dense parts,
+    with and without the phonetic parts."""
     out = []
     parts = ["avg+sparse", "each+sparse"] if has_dense else ["sparse"]
+    if has_phonetic:
+        parts += [p + "+phonetic" for p in parts] + (["avg+phonetic"] if has_dense else ["phonetic"])
     for pk in parts:
         for k in (1, 2, 5, 10, 60):
             out.append({"parts": pk, "fusion": "rrf", "rrf_k": k, "weights": None})
@@ -263,6 +269,11 @@ def sweep_configs(has_dense: bool, n_recs: int) -> list[dict]:
     if has_dense:
         for wd in (0.5, 2.0, 3.0):
             out.append({"parts": "avg+sparse", "fusion": "rrf", "rrf_k": 2, "weights": [wd] + [1.0] * n_recs})
+            if has_phonetic:  # dense, then one sparse and one phonetic part per recogniser
+                out.append({"parts": "avg+sparse+phonetic", "fusion": "rrf", "rrf_k": 2, "weights": [wd] + [1.0] * (2 * n_recs)})
+        if has_phonetic:
+            for wp in (0.5, 2.0):
+                out.append({"parts": "avg+sparse+phonetic", "fusion": "rrf", "rrf_k": 2, "weights": [1.0] + [1.0] * n_recs + [wp] * n_recs})
     return out
 
 
@@ -271,7 +282,7 @@ def fusion_sweep(queries: Sequence[Query], linker, configs: Sequence[dict] | Non
     from .link import average
 
     recs = recognisers_of(queries)
-    configs = list(configs or sweep_configs(linker.has_dense, len(recs)))
+    configs = list(configs or sweep_configs(linker.has_dense, len(recs), linker.index.has_phonetic))
     ranks: list[list[int | None]] = [[] for _ in configs]
     ms = [0.0] * len(configs)
     for q in tqdm(queries, desc="fusion sweep", unit="utt", disable=not progress):
@@ -280,14 +291,21 @@ def fusion_sweep(queries: Sequence[Query], linker, configs: Sequence[dict] | Non
             for rk in ranks:
                 rk.append(None)
             continue
+        used = [r for r in recs if normalize(q.transcripts.get(r, ""))]
         svecs = [linker.index.sparse_query(t) for t in texts]
+        pvecs = [linker.index.phonetic_query(q.transcripts[r], q.languages.get(r)) for r in used] if linker.index.has_phonetic else []
         dvecs = linker.embed(texts) if linker.has_dense else None
         for ci, c in enumerate(configs):
-            parts = [("sparse", v) for v in svecs]
-            if c["parts"] == "avg+sparse":
-                parts = [("dense", average(dvecs))] + parts
-            elif c["parts"] == "each+sparse":
-                parts = [("dense", v) for v in dvecs] + parts
+            names = c["parts"].split("+")
+            parts = []
+            if "avg" in names:
+                parts.append(("dense", average(dvecs)))
+            elif "each" in names:
+                parts += [("dense", v) for v in dvecs]
+            if "sparse" in names:
+                parts += [("sparse", v) for v in svecs]
+            if "phonetic" in names:
+                parts += [("phonetic", v) for v in pvecs]
             w = c["weights"] if c["weights"] is None or len(c["weights"]) == len(parts) else None
             t0 = time.perf_counter()
             hits = linker.index.hybrid(parts, k=k, fusion=c["fusion"], rrf_k=c["rrf_k"], depth=max(k, 40), weights=w)

@@ -4,8 +4,9 @@
 - server or cluster: qdrant-client against ``settings.qdrant_url`` (``:memory:`` or ``path:<dir>`` select
   qdrant-client's local mode, which is only a test double for the server path: far too slow to serve).
 
-Schema: named dense vector ``dense`` (cosine, HNSW), named sparse vector ``sparse`` (IDF modifier), payload
-``{"name", "countries", "id"}``. Point 0 carries the build manifest, so an index describes itself and a
+Schema: named dense vector ``dense`` (cosine, HNSW), named sparse vectors ``sparse`` (character n-grams) and
+``phonetic`` (phoneme n-grams of the name read by espeak-ng in its country's language), both with the IDF
+modifier; payload ``{"name", "countries", "id"}``. Point 0 carries the build manifest, so an index describes itself and a
 half-built index is never used silently.
 """
 
@@ -30,10 +31,11 @@ from .settings import Settings, settings as default_settings
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the phonetic sparse vector
 SPARSE_VERSION = "char1-3-pad-mmh3-v1"
 MANIFEST_ID = 0  # stable_id() never yields 0 in practice (2^-63)
-DENSE, SPARSE = "dense", "sparse"
+DENSE, SPARSE, PHONETIC = "dense", "sparse", "phonetic"
+SPARSE_KINDS = (SPARSE, PHONETIC)
 
 
 class IndexNotReady(RuntimeError):
@@ -60,6 +62,7 @@ class Manifest:
     n_points: int = 0
     state: str = "building"  # building | ready
     points_done: int = 0
+    phonetic: str = ""  # version of the phoneme encoding in the phonetic slot ("" = none)
     dense_model: str = ""  # fingerprint of the model whose vectors fill the dense slot ("" = none)
     dense_done: int = 0
     built_at: float = 0.0
@@ -94,7 +97,7 @@ class EdgeEngine:
                     hnsw_config=qe.HnswIndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, full_scan_threshold=10000),
                 )
             },
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            sparse_vectors={k: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf) for k in SPARSE_KINDS},
             payload_memory=qe.Memory.Cold,
         )
 
@@ -164,8 +167,8 @@ class EdgeEngine:
         qe = self.qe
         kind, vec, limit = q["kind"], q.get("vector"), q["limit"]
         params = qe.SearchParams(hnsw_ef=self.s.hnsw_ef) if kind == DENSE else None
-        if kind == SPARSE:
-            query = qe.Query.Nearest(qe.SparseVector(vec.indices, vec.values), using=SPARSE)
+        if kind in SPARSE_KINDS:
+            query = qe.Query.Nearest(qe.SparseVector(vec.indices, vec.values), using=kind)
             return qe.QueryRequest(limit=limit, query=query, with_payload=True, params=params)
         if kind == DENSE:
             query = qe.Query.Nearest([float(x) for x in vec], using=DENSE)
@@ -173,8 +176,8 @@ class EdgeEngine:
         # hybrid: q["parts"] are (kind, vector) pairs fused server-side
         prefetches = []
         for part_kind, part_vec in q["parts"]:
-            if part_kind == SPARSE:
-                pq = qe.Query.Nearest(qe.SparseVector(part_vec.indices, part_vec.values), using=SPARSE)
+            if part_kind in SPARSE_KINDS:
+                pq = qe.Query.Nearest(qe.SparseVector(part_vec.indices, part_vec.values), using=part_kind)
                 prefetches.append(qe.Prefetch(limit=q["depth"], query=pq))
             else:
                 pq = qe.Query.Nearest([float(x) for x in part_vec], using=DENSE)
@@ -225,7 +228,7 @@ class ServerEngine:
                     hnsw_config=m.HnswConfigDiff(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct),
                 )
             },
-            sparse_vectors_config={SPARSE: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+            sparse_vectors_config={k: m.SparseVectorParams(modifier=m.Modifier.IDF) for k in SPARSE_KINDS},
             shard_number=s.shard_number,
             replication_factor=s.replication_factor,
             on_disk_payload=True,
@@ -278,16 +281,16 @@ class ServerEngine:
     def _request(self, q):
         m = self.models
         kind, vec, limit = q["kind"], q.get("vector"), q["limit"]
-        if kind == SPARSE:
-            return m.QueryRequest(query=m.SparseVector(indices=vec.indices, values=vec.values), using=SPARSE, limit=limit, with_payload=True)
+        if kind in SPARSE_KINDS:
+            return m.QueryRequest(query=m.SparseVector(indices=vec.indices, values=vec.values), using=kind, limit=limit, with_payload=True)
         if kind == DENSE:
             return m.QueryRequest(
                 query=[float(x) for x in vec], using=DENSE, limit=limit, with_payload=True, params=m.SearchParams(hnsw_ef=self.s.hnsw_ef)
             )
         prefetch = []
         for part_kind, part_vec in q["parts"]:
-            if part_kind == SPARSE:
-                prefetch.append(m.Prefetch(query=m.SparseVector(indices=part_vec.indices, values=part_vec.values), using=SPARSE, limit=q["depth"]))
+            if part_kind in SPARSE_KINDS:
+                prefetch.append(m.Prefetch(query=m.SparseVector(indices=part_vec.indices, values=part_vec.values), using=part_kind, limit=q["depth"]))
             else:
                 prefetch.append(m.Prefetch(query=[float(x) for x in part_vec], using=DENSE, limit=q["depth"]))
         if q["fusion"] == "dbsf":
@@ -332,6 +335,21 @@ class Index:
     def search_sparse_vectors(self, vectors: Sequence[sparse.SparseVector], k: int = 10) -> list[list[Hit]]:
         return self.engine.query_batch([{"kind": SPARSE, "vector": v, "limit": k} for v in vectors])
 
+    @property
+    def has_phonetic(self) -> bool:
+        return bool(self.manifest.phonetic)
+
+    def phonetic_query(self, text: str, language: str | None = None) -> sparse.SparseVector:
+        from . import phonetic
+
+        return phonetic.query_vector(text, language)
+
+    def search_phonetic_vectors(self, vectors: Sequence[sparse.SparseVector], k: int = 10) -> list[list[Hit]]:
+        """Phoneme n-gram search (see :mod:`sle.phonetic`) for each query vector."""
+        if not self.has_phonetic:
+            raise IndexNotReady("the index has no phonetic vectors: rebuild it with `python -m sle index`")
+        return self.engine.query_batch([{"kind": PHONETIC, "vector": v, "limit": k} for v in vectors])
+
     def search_dense(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Dense search for each (normalised) row of ``vectors``."""
         if not self.has_dense:
@@ -347,8 +365,8 @@ class Index:
         depth: int = 40,
         weights: list[float] | None = None,
     ) -> list[Hit]:
-        """Fuse several searches inside Qdrant (prefetch + RRF or DBSF). ``parts``: ("sparse", SparseVector)
-        or ("dense", vector) pairs."""
+        """Fuse several searches inside Qdrant (prefetch + RRF or DBSF). ``parts``: ("sparse" or "phonetic",
+        SparseVector) or ("dense", vector) pairs."""
         q = {"kind": "hybrid", "parts": parts, "limit": k, "fusion": fusion, "rrf_k": rrf_k, "depth": depth, "weights": weights}
         return self.engine.query_batch([q])[0]
 
@@ -443,11 +461,14 @@ def _folder_fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-def _encode_batch(keys: list[str]) -> list[sparse.SparseVector]:
-    return [sparse.encode(k) for k in keys]
+def _encode_batch(items: list[tuple[str, str]]) -> list[tuple[sparse.SparseVector, sparse.SparseVector]]:
+    """(character vector, phoneme vector) of each (normalised name, phoneme string)."""
+    from . import phonetic
+
+    return [(sparse.encode(k), phonetic.document_vector(ph)) for k, ph in items]
 
 
-def _encoded_batches(batches: list[list[str]]):
+def _encoded_batches(batches: list[list[tuple[str, str]]]):
     """Sparse vectors batch by batch; on big builds a second process encodes the next batches while this one
     uploads (encoding is pure Python and would otherwise halve the upload rate)."""
     if sum(map(len, batches)) < 50_000:
@@ -478,6 +499,8 @@ def build(
 
     ``on_progress(done, total, what)`` is called after each batch (the app shows it). Returns a summary line.
     """
+    from . import phonetic
+
     s = s or default_settings
     t0 = time.perf_counter()
     g = gz.load(gazetteer_path, column=column, limit=limit, settings=s)
@@ -494,7 +517,7 @@ def build(
             engine.drop()
         engine.open(create=True)
         m = _read_manifest(engine)
-        if m is not None and (m.gazetteer != fp or m.schema != SCHEMA_VERSION or m.sparse != SPARSE_VERSION):
+        if m is not None and (m.gazetteer != fp or m.schema != SCHEMA_VERSION or m.sparse != SPARSE_VERSION or m.phonetic != phonetic.VERSION):
             log.warning("index was built from other data: rebuilding")
             engine.drop()
             engine.open(create=True)
@@ -502,7 +525,7 @@ def build(
         if m is not None and m.ready and (m.dense_model == dense_fp or not dense):
             return f"index up to date: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind})"
         if m is None:
-            m = Manifest(gazetteer=fp, n_points=len(g))
+            m = Manifest(gazetteer=fp, n_points=len(g), phonetic=phonetic.VERSION)
             _write_manifest(engine, m)
 
         entries = g.entries
@@ -515,14 +538,17 @@ def build(
             # Document frequencies need every name; names already uploaded are re-encoded (cheap) but not re-sent.
             start = 0 if need_df else m.points_done
             starts = list(range(start, len(entries), B))
-            for i, vecs in zip(starts, _encoded_batches([[e.key for e in entries[j : j + B]] for j in starts])):
+            phonemes = phonetic.gazetteer_phonemes(g, s.index_dir / "phonemes")
+            items = [[(e.key, phonemes[j]) for j, e in enumerate(entries[b : b + B], b)] for b in starts]
+            for i, pairs in zip(starts, _encoded_batches(items)):
+                vecs = [v for v, _ in pairs]
                 batch = entries[i : i + B]
                 if df_counts is not None:
                     for v in vecs:
                         df_counts.update(v.indices)
                 if i + len(batch) <= m.points_done:
                     continue
-                engine.upsert([(e.id, {SPARSE: v}, _payload(e)) for e, v in zip(batch, vecs)])
+                engine.upsert([(e.id, {SPARSE: v, PHONETIC: ph}, _payload(e)) for e, (v, ph) in zip(batch, pairs)])
                 m.points_done = i + len(batch)
                 bar.update(len(batch))
                 if on_progress:

@@ -3,10 +3,11 @@
 Systems (keys of :attr:`LinkResult.systems`), those whose parts exist:
 
 - ``sparse@<recogniser>``: character-trigram search of one transcript;
+- ``phonetic@<recogniser>``: phoneme n-gram search of one transcript read by espeak-ng (:mod:`sle.phonetic`);
 - ``dense@<recogniser>``: the dense encoder on one transcript;
 - ``dense-avg``: the mean of all transcripts' embeddings, renormalised (one query from both recognisers);
-- ``hybrid``: Qdrant fuses the dense-averaged and every sparse search (prefetch + RRF; ``settings.fusion``,
-  ``rrf_k``, ``fusion_weights``);
+- ``hybrid``: Qdrant fuses the dense-averaged, every sparse and every phonetic search (prefetch + RRF;
+  ``settings.fusion``, ``rrf_k``, ``fusion_weights``);
 - ``reranked``: a learned model (:mod:`sle.rerank`, ``models/reranker-v1``) re-orders the union of the other
   systems' top ``rerank_depth`` candidates.
 """
@@ -24,7 +25,7 @@ from . import index as idx
 from . import sparse
 from .settings import Settings, settings as default_settings
 
-CLI_SYSTEMS = ("sparse", "dense", "hybrid", "reranked")
+CLI_SYSTEMS = ("sparse", "phonetic", "dense", "hybrid", "reranked")
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,18 @@ class Linker:
         return asr.profile(self.profile_name, self.s)
 
     # --- linking ----------------------------------------------------------------------------------------
-    def link_texts(self, transcripts: dict[str, str], k: int | None = None, rerank: bool = True, pool: bool = False) -> LinkResult:
+    def link_texts(
+        self,
+        transcripts: dict[str, str],
+        k: int | None = None,
+        rerank: bool = True,
+        pool: bool = False,
+        languages: dict[str, str] | None = None,
+    ) -> LinkResult:
         """Every available system on the given transcripts (recogniser -> text; empty texts are ignored).
+
+        ``languages`` (recogniser -> the language it decoded in) tells the phonetic channel how to read each
+        transcript; without it, transcripts are read as German.
 
         With a reranker (or ``pool=True``, which returns the untruncated lists the reranker would see), sparse
         lists are fetched ``rerank_sparse_depth`` deep and the others ``rerank_depth`` deep; every list returned
@@ -157,6 +168,14 @@ class Linker:
         for r, h in zip(svecs, hits):
             result.systems[f"sparse@{r}"] = candidates(h)
         result.timings_ms["sparse"] = (time.perf_counter() - t0) * 1e3
+        pvecs = {}
+        if self.index.has_phonetic:
+            t0 = time.perf_counter()
+            pvecs = {r: self.index.phonetic_query(t, (languages or {}).get(r)) for r, t in texts.items()}
+            hits = self.index.search_phonetic_vectors(list(pvecs.values()), k_sparse)
+            for r, h in zip(pvecs, hits):
+                result.systems[f"phonetic@{r}"] = candidates(h)
+            result.timings_ms["phonetic"] = (time.perf_counter() - t0) * 1e3
         if self.has_dense:
             t0 = time.perf_counter()
             dvecs = self.embed(list(texts.values()))
@@ -169,7 +188,7 @@ class Linker:
             result.systems["dense-avg"] = candidates(hits[-1])
             result.timings_ms["dense"] = (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
-            parts = [("dense", avg)] + [("sparse", v) for v in svecs.values()]
+            parts = [("dense", avg)] + [("sparse", v) for v in svecs.values()] + [("phonetic", v) for v in pvecs.values()]
             result.systems["hybrid"] = candidates(self.index.hybrid(parts, k=k, depth=max(k, self.s.rerank_depth), **self._weights(len(parts))))
             result.timings_ms["hybrid"] = (time.perf_counter() - t0) * 1e3
         if reranker:
@@ -184,7 +203,7 @@ class Linker:
     def _weights(self, n_parts: int) -> dict:
         p = self.fusion_params()
         if p["weights"] is not None and len(p["weights"]) != n_parts:
-            p["weights"] = None  # weights are for dense + one sparse part per recogniser; other counts: equal
+            p["weights"] = None  # weights are for dense + one sparse and one phonetic part per recogniser; others: equal
         return p
 
     def link_audio(self, audio, k: int | None = None, language: str | None = None) -> LinkResult:
@@ -202,7 +221,7 @@ class Linker:
         t0 = time.perf_counter()
         transcripts = [ts[0] for ts in asr.transcribe_many(p.transcribers, [samples], [language])]
         t_asr = (time.perf_counter() - t0) * 1e3
-        result = self.link_texts({t.recognizer: t.text for t in transcripts}, k)
+        result = self.link_texts({t.recognizer: t.text for t in transcripts}, k, languages={t.recognizer: t.language for t in transcripts})
         result.audio = str(audio) if isinstance(audio, (str, Path)) else None
         result.profile, result.fallback_reason = p.name, p.fallback_reason
         result.timings_ms = {"load_audio": t_load, "asr": t_asr, **result.timings_ms}
@@ -220,12 +239,16 @@ class Linker:
         svec = sum_sparse([self.index.sparse_query(t) for t in texts])
         if system == "sparse":
             return candidates(self.index.search_sparse_vectors([svec], k)[0])
+        pvec = sum_sparse([self.index.phonetic_query(t) for t in texts]) if self.index.has_phonetic else None
+        if system == "phonetic":
+            return candidates(self.index.search_phonetic_vectors([pvec], k)[0])
         if not self.has_dense:
             raise idx.IndexNotReady(f"system {system!r} needs dense vectors: the index has none (no model at models/{self.s.dense_model})")
         avg = average(self.embed(texts))
         if system == "dense":
             return candidates(self.index.search_dense(avg[None, :], k)[0])
-        return candidates(self.index.hybrid([("dense", avg), ("sparse", svec)], k=k, depth=max(k, self.s.rerank_depth), **self._weights(2)))
+        parts = [("dense", avg), ("sparse", svec)] + ([("phonetic", pvec)] if pvec is not None else [])
+        return candidates(self.index.hybrid(parts, k=k, depth=max(k, self.s.rerank_depth), **self._weights(len(parts))))
 
     def close(self) -> None:
         self.index.close()

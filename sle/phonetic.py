@@ -316,6 +316,22 @@ def gazetteer_phonemes(g, cache: Path) -> list[str]:
     return out
 
 
+# --- what the index and the linker use -----------------------------------------------------------------------------
+
+# The phonetic slot of an index records this; a change rebuilds the index.
+VERSION = f"phon-{CACHE_VERSION}-fold{FOLD}-n{PHONE_N_MAX}-q{''.join(map(str, QUERY_ORDERS))}"
+
+
+def document_vector(ph: str) -> SparseVector:
+    """The ``phonetic`` vector of a name, from its :func:`gazetteer_phonemes` string."""
+    return encode_phonemes(ph)
+
+
+def query_vector(text: str, language: str | None = None) -> SparseVector:
+    """The ``phonetic`` query of a transcript that Whisper decoded in ``language`` (None: read as German only)."""
+    return encode_phoneme_query(transcript_phonemes(text, language or ""))
+
+
 # --- offline measurement (python -m sle.phonetic measure): exact scoring, no Qdrant --------------------------------
 
 

@@ -1,8 +1,8 @@
 """The ``reranked`` system: a learned scorer over the union of every system's top candidates.
 
 Each candidate of an utterance gets features that do not depend on which recogniser said what (so one model
-serves any recogniser pair): its best rank, score and number of lists in each retrieval family (sparse, dense per
-recogniser, dense-averaged, hybrid), spelling similarities to the transcripts (RapidFuzz: ratio, Jaro-Winkler,
+serves any recogniser pair): its best rank, score and number of lists in each retrieval family (sparse, phonetic,
+dense per recogniser, dense-averaged, hybrid), spelling similarities to the transcripts (RapidFuzz: ratio, Jaro-Winkler,
 token sort, prefix/suffix, with and without spaces, max and mean over transcripts), Kölner Phonetik agreement,
 length difference and the number of countries that have the name. A gradient-boosted tree model
 (scikit-learn's ``HistGradientBoostingClassifier``, trained on the candidate lists of TRAINING utterances; see
@@ -31,7 +31,7 @@ from .text import normalize
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("sparse", "dense", "dense-avg", "hybrid")
+FAMILIES = ("sparse", "phonetic", "dense", "dense-avg", "hybrid")
 STRING_FEATURES = ("ratio", "jaro_winkler", "token_sort", "ratio_nospace", "prefix", "suffix", "cologne", "len_diff")
 FORMAT = "sle-reranker-hgb-v1"
 
@@ -312,7 +312,7 @@ def collect(queries: Sequence, linker, progress: bool = True) -> tuple[np.ndarra
     Xs, ys, gs = [], [], []
     found = 0
     for qi, q in enumerate(tqdm(queries, desc="pools", unit="utt", disable=not progress)):
-        res = linker.link_texts(q.transcripts, rerank=False, pool=True)
+        res = linker.link_texts(q.transcripts, rerank=False, pool=True, languages=q.languages)
         p = pool(q.transcripts, res.systems, max_pool=linker.s.rerank_pool)
         if not p.ids:
             continue

@@ -85,6 +85,23 @@ def test_dense_and_sparse_fuse_inside_qdrant(env):
     assert {target.id, g.entries[44].id} == top2
 
 
+def test_phonetic_channel_finds_names_by_sound_and_fuses(env):
+    """The phonetic vector is in the index: a transcript spelled by ear finds its street through phonemes, the
+    linker lists it per recogniser, and hybrid fuses it with the sparse parts."""
+    s, g, linker = env
+    assert linker.index.has_phonetic
+    e = next(x for x in g.entries if x.key.endswith("strasse") and len(x.key) > 12)
+    heard = e.key.replace("strasse", "schtrase").replace("z", "ts").replace("v", "f")
+    hits = linker.index.search_phonetic_vectors([linker.index.phonetic_query(heard, "de")], 10)[0]
+    assert e.id in [h.id for h in hits], (heard, [h.name for h in hits])
+    res = linker.link_texts({"r1": heard, "r2": e.name}, k=10, languages={"r1": "de", "r2": "nl"})
+    assert {"phonetic@r1", "phonetic@r2", "sparse@r1"} <= set(res.systems)
+    assert res.systems["phonetic@r2"][0].id == e.id
+    assert [c.name for c in linker.search([heard], "phonetic", k=10)] == [h.name for h in hits]
+    parts = [("sparse", linker.index.sparse_query(heard)), ("phonetic", linker.index.phonetic_query(heard, "de"))]
+    assert e.id in [h.id for h in linker.index.hybrid(parts, k=10, rrf_k=2)]
+
+
 def _noise_queries(g, n, seed):
     return rerank.noisy_queries(g.entries, n, seed=seed)
 
