@@ -522,7 +522,8 @@ def build(
             engine.drop()
             engine.open(create=True)
             m = None
-        if m is not None and m.ready and (m.dense_model == dense_fp or not dense):
+        dense_complete = m is not None and m.dense_model == dense_fp and m.dense_done >= m.n_points
+        if m is not None and m.ready and (dense_complete or not dense or model is None):
             return f"index up to date: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind})"
         if m is None:
             m = Manifest(gazetteer=fp, n_points=len(g), phonetic=phonetic.VERSION)

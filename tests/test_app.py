@@ -139,7 +139,8 @@ def test_clip_in_transcripts_and_candidates_out_label_stored_listed_exported(cli
     assert heard["timings_ms"]["asr"] > 0
 
     linked = client.predict(heard["transcripts"], 10, TARGET, api_name="/link")
-    assert set(linked["systems"]) == {"sparse@whisper:base", "sparse@whisper:base@lang2"}  # no dense model here
+    recs = ("whisper:base", "whisper:base@lang2")
+    assert set(linked["systems"]) == {f"{sys}@{r}" for sys in ("sparse", "phonetic") for r in recs}  # no dense model here
     for cands in linked["systems"].values():
         assert 1 <= len(cands) <= 10 and [c["rank"] for c in cands] == list(range(1, len(cands) + 1))
         assert [c["score"] for c in cands] == sorted((c["score"] for c in cands), reverse=True)

@@ -99,8 +99,9 @@ def test_record_results_label_row_in_sqlite(app, page, tmp_path):
     transcripts = [page.locator(f"#collect-text-{i} textarea, #collect-text-{i} input").first.input_value() for i in range(2)]
     assert all(t.strip() for t in transcripts), transcripts
     columns = page.locator("#collect-results .sle-col")
-    assert columns.count() == 2  # sparse per recogniser (no dense model in this data dir)
-    assert "sparse@whisper:base" in columns.first.inner_text()
+    assert columns.count() == 4  # phonetic and sparse per recogniser (no dense model in this data dir)
+    assert "phonetic@whisper:base" in columns.first.inner_text()
+    assert "sparse@whisper:base" in page.locator("#collect-results").inner_text()
     assert page.locator("#collect-results tr.target").count() >= 1  # the prompted street is in a list, highlighted
     if os.environ.get("SLE_SCREENSHOT"):
         page.screenshot(path=os.environ["SLE_SCREENSHOT"], full_page=True)
