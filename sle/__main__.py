@@ -230,6 +230,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--sweep", action="store_true", help="also sweep hybrid fusion (RRF k, DBSF, weights) on the queries")
     p.add_argument("--latency", type=int, default=0, metavar="N", help="also time audio-to-results on N TTS clips of the query names")
     p.add_argument("--noise-level", type=float, default=1.0, help="with --train-reranker: strength of the character noise")
+    p.add_argument("--rerank-utterances", type=int, help="with --train-reranker: at most N synthetic train utterances (seeded sample)")
+    p.add_argument("--rerank-first-part", type=int, default=0, help="with --train-reranker: train parts from this number on (names the dense model never saw)")
     p.add_argument("--recognisers", metavar="SPEC,SPEC,...", help="instead: compare recognisers (each alone, every pair) on TTS clips of validation names")
     p.add_argument("--names", type=int, default=300, help="with --recognisers: validation names to speak")
     p.add_argument("--hint", action="store_true", help="with --recognisers: give each recogniser the name's language")
@@ -249,7 +251,8 @@ def _run_eval(args) -> int:
     if args.train_reranker:
         from . import rerank
 
-        _print_json(rerank.train(n_noise=args.noise, noise_level=args.noise_level))
+        _print_json(rerank.train(n_noise=args.noise, noise_level=args.noise_level, max_synthetic=args.rerank_utterances,
+                                 first_part=args.rerank_first_part))  # fmt: skip
     peers = list(evaluate.PEERS) if args.peers is None else args.peers
     result = evaluate.evaluate(split=args.split, limit=args.limit, systems=args.systems, peers=peers, peer_limit=args.peer_limit,
                                labels=args.labels, sweep=args.sweep, latency_clips=args.latency)  # fmt: skip

@@ -54,16 +54,18 @@ class Query:
     languages: dict[str, str] = field(default_factory=dict)  # recogniser -> the language it decoded in
 
 
-def synthetic_queries(split: str, gazetteer, limit: int | None = None, seed: int = 0, s: Settings | None = None) -> list[Query]:
+def synthetic_queries(split: str, gazetteer, limit: int | None = None, seed: int = 0, s: Settings | None = None,
+                      first_part: int = 0) -> list[Query]:  # fmt: skip
     """Utterances of one split of the committed synthetic data (names missing from the gazetteer are skipped).
 
-    With ``limit``, a seeded random sample of that many utterances (the parts are in hash order already).
+    With ``limit``, a seeded random sample of that many utterances (the parts are in hash order already);
+    ``first_part`` skips the parts before it (e.g. those a dense model was trained on).
     """
     from . import synth
 
     s = s or default_settings
     by_id: dict[int, Query] = {}
-    for row in synth.read_rows(Path(s.synthetic_dir), [split]):
+    for row in synth.read_rows(Path(s.synthetic_dir), [split], first_part=first_part):
         if row.get("asr") in ("", synth.TTS_ERROR):
             continue
         e = gazetteer.find(row.get("name") or "")

@@ -293,16 +293,20 @@ def noisy_queries(entries: Sequence, n: int, seed: int = 0, level: float = 1.0) 
 
 
 def training_queries(gazetteer, n_noise: int = 3000, max_synthetic: int | None = None, seed: int = 0, s: Settings | None = None,
-                     noise_level: float = 1.0) -> tuple[list, dict]:  # fmt: skip
-    """TRAIN-split utterances only: synthetic transcripts where they exist, plus corrupted train-split names."""
+                     noise_level: float = 1.0, first_part: int = 0) -> tuple[list, dict]:  # fmt: skip
+    """TRAIN-split utterances only: synthetic transcripts where they exist, plus corrupted train-split names.
+
+    ``first_part``: use only train parts from this one on, i.e. names the dense model never saw; its scores on
+    its own training pairs are better than on new names and would teach the reranker to over-trust it."""
     from .evaluate import synthetic_queries
     from .synth import split_of
 
     s = s or default_settings
-    synthetic = synthetic_queries("train", gazetteer, limit=max_synthetic, seed=seed, s=s)
+    synthetic = synthetic_queries("train", gazetteer, limit=max_synthetic, seed=seed, s=s, first_part=first_part)
     train_entries = [e for e in gazetteer.entries if split_of(e.key) == "train"]
     noise = noisy_queries(train_entries, n_noise, seed=seed, level=noise_level) if n_noise else []
-    return synthetic + noise, {"synthetic_train_utterances": len(synthetic), "noise_utterances": len(noise), "noise_level": noise_level}
+    return synthetic + noise, {"synthetic_train_utterances": len(synthetic), "first_part": first_part, "noise_utterances": len(noise),
+                               "noise_level": noise_level}  # fmt: skip
 
 
 def collect(queries: Sequence, linker, progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -348,6 +352,7 @@ def train(
     progress: bool = True,
     s: Settings | None = None,
     noise_level: float = 1.0,
+    first_part: int = 0,
 ) -> dict:
     """Train the reranker on training utterances' candidate pools; write ``model.npz``, ``meta.json``, card."""
     from . import gazetteer as gz
@@ -356,7 +361,7 @@ def train(
     s = s or default_settings
     g = gazetteer if gazetteer is not None else gz.load(settings=s)
     linker = linker or link.Linker(s)
-    queries, data_info = training_queries(g, n_noise, max_synthetic, seed, s, noise_level)
+    queries, data_info = training_queries(g, n_noise, max_synthetic, seed, s, noise_level, first_part)
     if not queries:
         raise ValueError("no training utterances (no train-split transcripts and n_noise=0)")
     t0 = time.perf_counter()

@@ -77,10 +77,10 @@ def part_paths(root: Path, split: str) -> list[Path]:
     return sorted((root / split).glob("part-*.tsv.gz"))
 
 
-def read_rows(root: Path, splits: Sequence[str] = SPLITS) -> Iterator[dict]:
-    """All rows of the committed parts (a damaged part is skipped with a warning)."""
+def read_rows(root: Path, splits: Sequence[str] = SPLITS, first_part: int = 0) -> Iterator[dict]:
+    """All rows of the committed parts, from part number ``first_part`` on (a damaged part is skipped with a warning)."""
     for split in splits:
-        for path in part_paths(root, split):
+        for path in part_paths(root, split)[first_part:]:
             try:
                 with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
                     rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
