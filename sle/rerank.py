@@ -406,13 +406,13 @@ def card(meta: dict) -> str:
 
 A binary gradient-boosted tree model (scikit-learn {meta['sklearn']} `HistGradientBoostingClassifier`, {meta['trees']} trees,
 exported to plain arrays in `model.npz`; `meta.json` lists the {len(FEATURES)} features in order) that scores each candidate
-of an utterance's pool: the union of every retrieval list of `sle.link.Linker` (sparse lists {meta.get('sparse_depth', meta['depth'])} deep,
+of an utterance's pool: the union of every retrieval list of `sle.link.Linker` (sparse and phonetic lists {meta.get('sparse_depth', meta['depth'])} deep,
 dense / dense-avg / hybrid lists {meta['depth']} deep), cut to every list's top 40 plus the {meta.get('max_pool') or 'all'} candidates closest in
 spelling (RapidFuzz ratio) to a transcript. The candidates are sorted by the predicted probability that they are
 the street that was said; the probability is the `score` of the `reranked` system.
 
-- **Features** (recogniser-agnostic: max / mean over transcripts and lists): per retrieval family (sparse, dense,
-  dense-avg, hybrid) best 1/rank, best score, best score relative to the list's top, share of the family's lists
+- **Features** (recogniser-agnostic: max / mean over transcripts and lists): per retrieval family (sparse, phonetic,
+  dense, dense-avg, hybrid) best 1/rank, best score, best score relative to the list's top, share of the family's lists
   holding the candidate; RapidFuzz ratio, Jaro-Winkler, token-sort ratio, ratio without spaces, common prefix and
   suffix, Kölner Phonetik key similarity, length difference; number of countries, name length, word-count
   difference, agreement between the transcripts. See `sle/rerank.py`.
@@ -420,11 +420,11 @@ the street that was said; the probability is the `score` of the `reranked` syste
   (TTS -> Whisper transcripts) and {d['noise_utterances']} train-split names each misspelled twice by the character-noise model
   (`sle.rerank.noisy_queries`: `sle.text.corrupt`, seeded, once or twice, sometimes a drawn pass on top). The target
   was in the pool for {d['target_in_pool']:.1%} of the training utterances; {meta['candidates']:,} candidates, {meta['positives']:,} positive.
-- **Dense model seen in training**: {meta['dense_model'] or 'none (the index had no dense vectors: dense features were constant and unused)'}.
-  Retrain after the index gets dense vectors: `python -m sle eval --train-reranker`.
+- **Dense model seen in training**: {meta['dense_model'] or 'none (the index had no dense vectors: dense features were constant and unused; retrain once it has them)'}.
 - **Hyperparameters**: learning rate {meta['params'].get('learning_rate')}, up to {meta['params'].get('max_iter')} iterations with early stopping on a
   10% hold-out, {meta['params'].get('max_leaf_nodes')} leaves, min {meta['params'].get('min_samples_leaf')} samples per leaf, L2 {meta['params'].get('l2_regularization')}, seed {meta['seed']}.
 - **Cost**: pools {meta['seconds']['pools']} s, fit {meta['seconds']['fit']} s on the shared 2-core CPU ({meta['trained_at']}).
 - **Metrics**: `docs/evaluation.md` (validation utterances, against the whole gazetteer).
-- **Reproduce**: `python -m sle eval --train-reranker --noise {d['noise_utterances']}` (trains, then evaluates).
+- **Reproduce**: `python -m sle eval --train-reranker --noise {d['noise_utterances']} --noise-level {d['noise_level']:g} --rerank-utterances {d['synthetic_train_utterances']} --rerank-first-part {d.get('first_part', 0)}`
+  (trains, then evaluates; `--rerank-first-part`: train parts the dense model never saw).
 """
