@@ -94,7 +94,8 @@ class Settings:
 
     # --- linking ---------------------------------------------------------------------------------------
     # Hybrid fusion inside Qdrant (docs/evaluation.md has the sweep that chose these).
-    fusion: str = "rrf"  # rrf | dbsf
+    # DBSF: best R@1 and R@10 of every fusion tried with dense-avg + sparse + phonetic parts (docs/evaluation.md)
+    fusion: str = "dbsf"  # rrf | dbsf
     rrf_k: int = 2  # RRF's k: score = sum of weight / (k + rank)
     fusion_weights: str = ""  # comma-separated weights of the fused parts (dense first, then sparse per recogniser)
     reranker_model: str = "reranker-v1"  # folder under models_dir (or a path); "" turns the reranked system off
