@@ -123,36 +123,13 @@ def _serve_queries(spec_path: str) -> None:
     print(json.dumps(out))
 
 
-class ExactScorer:
-    """Exact sparse scoring with scipy, IDF as Qdrant computes it: ln(1 + (N - n + 0.5) / (n + 0.5))."""
+class ExactScorer(sparse.ExactScorer):
+    """Exact scoring of every gazetteer name's character n-gram vector with scipy, IDF as Qdrant computes it."""
 
     def __init__(self, g: gz.Gazetteer):
-        from scipy import sparse as sp
-
-        col_of: dict[int, int] = {}
-        rows, cols, vals = [], [], []
-        for r, e in enumerate(g):
-            v = sparse.encode(e.key)
-            for i, x in zip(v.indices, v.values):
-                c = col_of.setdefault(i, len(col_of))
-                rows.append(r)
-                cols.append(c)
-                vals.append(x)
-        self.col_of = col_of
+        super().__init__((sparse.encode(e.key) for e in g), len(g))
         self.ids = np.array([e.id for e in g], dtype=np.int64)
-        self.X = sp.csc_matrix((np.array(vals, np.float32), (np.array(rows), np.array(cols))), shape=(len(g), len(col_of)))
-        df = np.diff(self.X.indptr)
-        n = len(g)
-        self.idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
-
         self.row_of = {int(i): r for r, i in enumerate(self.ids)}
-
-    def scores(self, v: sparse.SparseVector) -> np.ndarray:
-        cols = [self.col_of[i] for i in v.indices if i in self.col_of]
-        if not cols:
-            return np.zeros(self.X.shape[0], np.float32)
-        w = np.array([x for i, x in zip(v.indices, v.values) if i in self.col_of], np.float32) * self.idf[cols]
-        return self.X[:, cols] @ w
 
     def top(self, v: sparse.SparseVector, k: int = 10) -> list[int]:
         scores = self.scores(v)

@@ -239,7 +239,7 @@ class Linker:
         svec = sum_sparse([self.index.sparse_query(t) for t in texts])
         if system == "sparse":
             return candidates(self.index.search_sparse_vectors([svec], k)[0])
-        pvec = sum_sparse([self.index.phonetic_query(t) for t in texts]) if self.index.has_phonetic else None
+        pvec = sum_sparse([self.index.phonetic_query(t) for t in texts]) if self.index.has_phonetic and system != "dense" else None
         if system == "phonetic":
             return candidates(self.index.search_phonetic_vectors([pvec], k)[0])
         if not self.has_dense:

@@ -25,7 +25,7 @@ from typing import Iterable, Sequence
 import mmh3
 import numpy as np
 
-from .sparse import BOS, EOS, SparseVector
+from .sparse import BOS, EOS, ExactScorer, SparseVector  # noqa: F401  (ExactScorer: used here and by callers)
 from .text import normalize
 
 log = logging.getLogger(__name__)
@@ -335,48 +335,6 @@ def query_vector(text: str, language: str | None = None) -> SparseVector:
 # --- offline measurement (python -m sle.phonetic measure): exact scoring, no Qdrant --------------------------------
 
 
-class ExactScorer:
-    """Exact sparse scoring of document vectors, IDF as Qdrant computes it: ln(1 + (N - n + 0.5) / (n + 0.5)).
-
-    :class:`sle.bench.ExactScorer` for any vectors (it encodes character n-grams itself)."""
-
-    def __init__(self, vectors: Iterable[SparseVector], n_docs: int):
-        from scipy import sparse as sp
-
-        col_of: dict[int, int] = {}
-        rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
-        for r, v in enumerate(vectors):
-            cols.append(np.fromiter((col_of.setdefault(i, len(col_of)) for i in v.indices), np.int64, len(v.indices)))
-            vals.append(np.asarray(v.values, np.float32))
-            rows.append(np.full(len(v.indices), r, np.int64))
-        self.col_of = col_of
-        X = sp.csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_docs, len(col_of)))
-        X.sort_indices()
-        self.X = X
-        df = np.diff(X.indptr)
-        self.idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
-
-    def postings(self, v: SparseVector) -> int:
-        """Postings a search for ``v`` walks (what a sparse index pays per query)."""
-        return _postings(self.X, self.col_of, v)
-
-    def scores(self, v: SparseVector) -> np.ndarray:
-        out = np.zeros(self.X.shape[0], np.float32)
-        X = self.X
-        for i, x in zip(v.indices, v.values):
-            c = self.col_of.get(i)
-            if c is None:
-                continue
-            a, b = X.indptr[c], X.indptr[c + 1]
-            out[X.indices[a:b]] += X.data[a:b] * (x * self.idf[c])  # rows are unique within a column
-        return out
-
-
-def _postings(X, col_of: dict[int, int], v: SparseVector) -> int:
-    cols = [col_of[i] for i in v.indices if i in col_of]
-    return int(np.sum(X.indptr[np.array(cols, np.int64) + 1] - X.indptr[np.array(cols, np.int64)])) if cols else 0
-
-
 def top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows and scores of the ``k`` best positive scores, best first (ties: lower row first)."""
     k = min(k, len(scores))
@@ -545,7 +503,7 @@ def measure(
     cost: dict[str, list[tuple[int, int]]] = {}  # variant label -> (terms, postings) per query
     for rec in recs:
         vecs = [sparse.encode_query(q.transcripts.get(rec, "")) for q in qs]
-        cost.setdefault("a", []).extend((len(v), _postings(char.X, char.col_of, v)) for v in vecs)
+        cost.setdefault("a", []).extend((len(v), char.postings(v)) for v in vecs)
         char_top[rec] = [top(char.scores(v), depth) for v in vecs]
     del char
 
