@@ -67,8 +67,8 @@ def _run_search(args) -> int:
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (not tests): print figures")
-    p.add_argument("what", choices=["index", "query", "dense", "all"],
-                   help="index: upload/optimize/reopen; query: sparse search; dense: embedding and HNSW; all: index+query")
+    p.add_argument("what", choices=["index", "query", "dense", "phonetic", "all"],
+                   help="index: upload/optimize/reopen; query: sparse search; dense: embedding and HNSW; phonetic: the phonetic query budget; all: index+query")
     p.add_argument("--limit", type=int, help="use the first N names (default: the whole gazetteer)")
     p.add_argument("--queries", type=int, default=2000, help="number of queries")
     p.add_argument("--json", action="store_true", help="print one JSON object")

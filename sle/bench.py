@@ -280,6 +280,61 @@ def bench_dense(n_queries: int, s: Settings, efs: tuple[int, ...] = (16, 32, 64,
     return out
 
 
+def bench_phonetic(s: Settings, budgets: tuple[int, ...] = (0, 400_000, 300_000, 200_000, 100_000), depth: int = 300) -> dict:
+    """The phonetic channel's query postings budget: for each budget, Qdrant's speed at the linker's depth and
+    recall on every real validation transcript, scored exactly (and Qdrant's top-10 agreement with it)."""
+    from . import phonetic
+
+    manifest = idx.build_status(s)
+    if manifest is None or not manifest.ready or not manifest.phonetic:
+        raise idx.IndexNotReady("bench phonetic needs an index with phonetic vectors: run `python -m sle index`")
+    g = gz.load(limit=manifest.n_points, settings=s)
+    docs = [phonetic.document_vector(p) for p in phonetic.gazetteer_phonemes(g, s.index_dir / "phonemes")]
+    df = sparse.DocFreq.from_vectors(docs)
+    exact = sparse.ExactScorer(docs, len(g))
+    ids = np.array([e.id for e in g], dtype=np.int64)
+    row_of = {int(i): r for r, i in enumerate(ids)}
+    from .evaluate import synthetic_queries
+
+    utts = [(text, q.languages.get(r), q.target) for q in synthetic_queries("validation", g, s=s) for r, text in q.transcripts.items() if text.strip()]
+    full = [phonetic.query_vector(text, lang) for text, lang, _ in utts]
+    out: dict = {"phonetic_transcripts": len(utts), "phonetic_depth": depth}
+    index = idx.open_index(s)
+    try:
+        for b in budgets:
+            vecs = [sparse.prune(v, df, max_postings=b) for v in full]
+            index.search_phonetic_vectors(vecs[:20], depth)  # warm-up
+            lat, found = [], []
+            for v in vecs:
+                t = time.perf_counter()
+                hits = index.search_phonetic_vectors([v], depth)[0]
+                lat.append(time.perf_counter() - t)
+                found.append([h.id for h in hits[:10]])
+            ranks = []
+            agree = []
+            for v, (_, _, target), f in zip(vecs, utts, found):
+                scores = exact.scores(v)
+                part = np.argpartition(-scores, 99)[:100]
+                order = part[np.argsort(-scores[part], kind="stable")]
+                top = [int(ids[r]) for r in order if scores[r] > 0]
+                ranks.append(top.index(target) + 1 if target in top else None)
+                kth = scores[order[9]]
+                agree.append(np.mean([scores[row_of[i]] >= kth - 1e-4 * max(1.0, abs(kth)) for i in f]) if f else 1.0)
+            key = f"phonetic_postings{b // 1000}k" if b else "phonetic_all"
+            out.update(
+                {
+                    f"{key}_terms": round(float(np.mean([len(v.indices) for v in vecs])), 1),
+                    f"{key}_qps": round(len(vecs) / sum(lat), 1),
+                    f"{key}_p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 2),
+                    f"{key}_top10_agreement": round(float(np.mean(agree)), 4),
+                    **{f"{key}_recall{k}": round(float(np.mean([r is not None and r <= k for r in ranks])), 4) for k in (1, 10, 40, 100)},
+                }
+            )
+    finally:
+        index.close()
+    return out
+
+
 def run(what: str, limit: int | None = None, n_queries: int = 2000, s: Settings | None = None) -> dict:
     s = s or default_settings
     out: dict = {}
@@ -289,6 +344,8 @@ def run(what: str, limit: int | None = None, n_queries: int = 2000, s: Settings 
         out.update(bench_query(limit, n_queries, s))
     if what == "dense":
         out.update(bench_dense(n_queries, s))
+    if what == "phonetic":
+        out.update(bench_phonetic(s))
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
 
 

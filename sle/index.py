@@ -169,10 +169,10 @@ class EdgeEngine:
         params = qe.SearchParams(hnsw_ef=self.s.hnsw_ef) if kind == DENSE else None
         if kind in SPARSE_KINDS:
             query = qe.Query.Nearest(qe.SparseVector(vec.indices, vec.values), using=kind)
-            return qe.QueryRequest(limit=limit, query=query, with_payload=True, params=params)
+            return qe.QueryRequest(limit=limit, query=query, with_payload=q["payload"], params=params)
         if kind == DENSE:
             query = qe.Query.Nearest([float(x) for x in vec], using=DENSE)
-            return qe.QueryRequest(limit=limit, query=query, with_payload=True, params=params)
+            return qe.QueryRequest(limit=limit, query=query, with_payload=q["payload"], params=params)
         # hybrid: q["parts"] are (kind, vector) pairs fused server-side
         prefetches = []
         for part_kind, part_vec in q["parts"]:
@@ -183,7 +183,7 @@ class EdgeEngine:
                 pq = qe.Query.Nearest([float(x) for x in part_vec], using=DENSE)
                 prefetches.append(qe.Prefetch(limit=q["depth"], query=pq, params=qe.SearchParams(hnsw_ef=self.s.hnsw_ef)))
         fusion = qe.Fusion.Dbsf() if q["fusion"] == "dbsf" else qe.Fusion.Rrf(k=q["rrf_k"], weights=q.get("weights"))
-        return qe.QueryRequest(limit=limit, query=fusion, prefetches=prefetches, with_payload=True)
+        return qe.QueryRequest(limit=limit, query=fusion, prefetches=prefetches, with_payload=q["payload"])
 
     def query_batch(self, queries: list[dict]) -> list[list[Hit]]:
         reqs = [self._request(q) for q in queries]
@@ -282,10 +282,10 @@ class ServerEngine:
         m = self.models
         kind, vec, limit = q["kind"], q.get("vector"), q["limit"]
         if kind in SPARSE_KINDS:
-            return m.QueryRequest(query=m.SparseVector(indices=vec.indices, values=vec.values), using=kind, limit=limit, with_payload=True)
+            return m.QueryRequest(query=m.SparseVector(indices=vec.indices, values=vec.values), using=kind, limit=limit, with_payload=q["payload"])
         if kind == DENSE:
             return m.QueryRequest(
-                query=[float(x) for x in vec], using=DENSE, limit=limit, with_payload=True, params=m.SearchParams(hnsw_ef=self.s.hnsw_ef)
+                query=[float(x) for x in vec], using=DENSE, limit=limit, with_payload=q["payload"], params=m.SearchParams(hnsw_ef=self.s.hnsw_ef)
             )
         prefetch = []
         for part_kind, part_vec in q["parts"]:
@@ -297,7 +297,7 @@ class ServerEngine:
             query = m.FusionQuery(fusion=m.Fusion.DBSF)
         else:
             query = m.RrfQuery(rrf=m.Rrf(k=q["rrf_k"], weights=q.get("weights")))
-        return m.QueryRequest(prefetch=prefetch, query=query, limit=limit, with_payload=True)
+        return m.QueryRequest(prefetch=prefetch, query=query, limit=limit, with_payload=q["payload"])
 
     def query_batch(self, queries: list[dict]) -> list[list[Hit]]:
         res = self.client.query_batch_points(self.collection, [self._request(q) for q in queries])
@@ -309,14 +309,78 @@ def _hit(id, score, payload) -> Hit:
     return Hit(id=int(id), score=float(score), name=payload.get("name", ""), countries=tuple(payload.get("countries", ())))
 
 
+class NameTable:
+    """Every point's name and countries in RAM, so that searches skip Qdrant's payload reads: a 300-deep sparse
+    list takes 2.3 ms without payloads and 9 ms with them when the payload pages are not in the page cache
+    (docs/evaluation.md, latency). ~60 MB for 685k names; written by the build beside the index."""
+
+    def __init__(self, ids: np.ndarray, names: list[str], countries: list[tuple[str, ...]]):
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.names, self.countries = names, countries
+        self._order = np.argsort(self.ids, kind="stable")
+        self._sorted = self.ids[self._order]
+
+    @classmethod
+    def from_gazetteer(cls, g: gz.Gazetteer) -> "NameTable":
+        return cls(np.array([e.id for e in g], dtype=np.int64), [e.name for e in g], [tuple(e.countries) for e in g])
+
+    def rows(self, ids: Sequence[int]) -> list[int]:
+        """Table rows of point ids (KeyError for an id the table does not hold)."""
+        q = np.asarray(ids, dtype=np.int64)
+        j = np.minimum(np.searchsorted(self._sorted, q), len(self._sorted) - 1)
+        if len(q) and not (self._sorted[j] == q).all():
+            raise KeyError("a point is not in the name table: rebuild the index (`python -m sle index`)")
+        return self._order[j].tolist()
+
+    def hits(self, hits: Sequence[Hit]) -> list[Hit]:
+        """``hits`` with their names and countries filled in."""
+        return [Hit(h.id, h.score, self.names[r], self.countries[r]) for h, r in zip(hits, self.rows([h.id for h in hits]))]
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            ids=self.ids,
+            names=np.frombuffer("\n".join(self.names).encode(), dtype=np.uint8),
+            countries=np.frombuffer("\n".join(",".join(c) for c in self.countries).encode(), dtype=np.uint8),
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "NameTable":
+        with np.load(path) as z:
+            names = z["names"].tobytes().decode().split("\n")
+            interned: dict[str, tuple[str, ...]] = {}
+            countries = [interned.setdefault(c, tuple(x for x in c.split(",") if x)) for c in z["countries"].tobytes().decode().split("\n")]
+            return cls(z["ids"], names, countries)
+
+
 # --- the index ------------------------------------------------------------------------------------------
 
 
 class Index:
     """Open with :func:`open_index`; search with :meth:`search_sparse`, :meth:`search_dense`, :meth:`hybrid`."""
 
-    def __init__(self, engine, manifest: Manifest, docfreq: sparse.DocFreq | None, s: Settings):
+    def __init__(
+        self,
+        engine,
+        manifest: Manifest,
+        docfreq: sparse.DocFreq | None,
+        s: Settings,
+        phonetic_docfreq: sparse.DocFreq | None = None,
+        names: NameTable | None = None,
+    ):
         self.engine, self.manifest, self.docfreq, self.s = engine, manifest, docfreq, s
+        self.phonetic_docfreq, self.names = phonetic_docfreq, names
+
+    def _query(self, queries: list[dict]) -> list[list[Hit]]:
+        """Qdrant's answers; names and countries from the in-memory table when there is one, else from payloads."""
+        for q in queries:
+            q["payload"] = self.names is None
+        results = self.engine.query_batch(queries)
+        if self.names is None:
+            return results
+        return [self.names.hits(hits) for hits in results]
 
     @property
     def has_dense(self) -> bool:
@@ -330,10 +394,10 @@ class Index:
 
     def search_sparse(self, texts: Sequence[str], k: int = 10) -> list[list[Hit]]:
         """Sparse n-gram search for each text."""
-        return self.engine.query_batch([{"kind": SPARSE, "vector": self.sparse_query(t), "limit": k} for t in texts])
+        return self._query([{"kind": SPARSE, "vector": self.sparse_query(t), "limit": k} for t in texts])
 
     def search_sparse_vectors(self, vectors: Sequence[sparse.SparseVector], k: int = 10) -> list[list[Hit]]:
-        return self.engine.query_batch([{"kind": SPARSE, "vector": v, "limit": k} for v in vectors])
+        return self._query([{"kind": SPARSE, "vector": v, "limit": k} for v in vectors])
 
     @property
     def has_phonetic(self) -> bool:
@@ -342,19 +406,19 @@ class Index:
     def phonetic_query(self, text: str, language: str | None = None) -> sparse.SparseVector:
         from . import phonetic
 
-        return phonetic.query_vector(text, language)
+        return sparse.prune(phonetic.query_vector(text, language), self.phonetic_docfreq, max_postings=self.s.phonetic_query_max_postings)
 
     def search_phonetic_vectors(self, vectors: Sequence[sparse.SparseVector], k: int = 10) -> list[list[Hit]]:
         """Phoneme n-gram search (see :mod:`sle.phonetic`) for each query vector."""
         if not self.has_phonetic:
             raise IndexNotReady("the index has no phonetic vectors: rebuild it with `python -m sle index`")
-        return self.engine.query_batch([{"kind": PHONETIC, "vector": v, "limit": k} for v in vectors])
+        return self._query([{"kind": PHONETIC, "vector": v, "limit": k} for v in vectors])
 
     def search_dense(self, vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """Dense search for each (normalised) row of ``vectors``."""
         if not self.has_dense:
             raise IndexNotReady("the index has no dense vectors yet: train or install a dense model, then `python -m sle index`")
-        return self.engine.query_batch([{"kind": DENSE, "vector": v, "limit": k} for v in np.atleast_2d(vectors)])
+        return self._query([{"kind": DENSE, "vector": v, "limit": k} for v in np.atleast_2d(vectors)])
 
     def hybrid(
         self,
@@ -368,7 +432,7 @@ class Index:
         """Fuse several searches inside Qdrant (prefetch + RRF or DBSF). ``parts``: ("sparse" or "phonetic",
         SparseVector) or ("dense", vector) pairs."""
         q = {"kind": "hybrid", "parts": parts, "limit": k, "fusion": fusion, "rrf_k": rrf_k, "depth": depth, "weights": weights}
-        return self.engine.query_batch([q])[0]
+        return self._query([q])[0]
 
     def close(self) -> None:
         self.engine.close()
@@ -399,6 +463,16 @@ def _docfreq_path(s: Settings, fingerprint: str) -> Path:
     return s.index_dir / f"docfreq-{fingerprint[:16]}.npz"
 
 
+def _names_path(s: Settings, fingerprint: str) -> Path:
+    return s.index_dir / f"names-{fingerprint[:16]}.npz"
+
+
+def _phonetic_docfreq_path(s: Settings, fingerprint: str) -> Path:
+    from . import phonetic
+
+    return s.index_dir / f"docfreq-{phonetic.VERSION}-{fingerprint[:16]}.npz"
+
+
 def open_index(s: Settings | None = None, require_ready: bool = True) -> Index:
     """Open the built index. Raises :class:`IndexNotReady` (with the build progress) if it is not usable."""
     s = s or default_settings
@@ -415,7 +489,14 @@ def open_index(s: Settings | None = None, require_ready: bool = True) -> Index:
     docfreq = sparse.DocFreq.load(dfp) if dfp.exists() else None
     if docfreq is None and (s.sparse_query_max_df < 1.0 or s.sparse_query_max_postings):
         log.warning("no n-gram document frequencies at %s: sparse queries are not pruned (slower)", dfp)
-    return Index(engine, m, docfreq, s)
+    pdfp = _phonetic_docfreq_path(s, m.gazetteer)
+    phonetic_docfreq = sparse.DocFreq.load(pdfp) if m.phonetic and pdfp.exists() else None
+    if m.phonetic and phonetic_docfreq is None and s.phonetic_query_max_postings:
+        log.warning("no phoneme n-gram document frequencies at %s: phonetic queries are not pruned (slower); "
+                    "`python -m sle index` adds them", pdfp)
+    np_ = _names_path(s, m.gazetteer)
+    names = NameTable.load(np_) if np_.exists() else None
+    return Index(engine, m, docfreq, s, phonetic_docfreq, names)
 
 
 def build_status(s: Settings | None = None) -> Manifest | None:
@@ -523,7 +604,13 @@ def build(
             engine.open(create=True)
             m = None
         dense_complete = m is not None and m.dense_model == dense_fp and m.dense_done >= m.n_points
-        if m is not None and m.ready and (dense_complete or not dense or model is None):
+        dfp, pdfp = _docfreq_path(s, fp), _phonetic_docfreq_path(s, fp)
+        need_df = not (dfp.exists() and pdfp.exists())
+        names_path = _names_path(s, fp)
+        if not names_path.exists():
+            names_path.parent.mkdir(parents=True, exist_ok=True)
+            NameTable.from_gazetteer(g).save(names_path)
+        if m is not None and m.ready and not need_df and (dense_complete or not dense or model is None):
             return f"index up to date: {m.n_points:,} names, dense={'yes' if m.dense_model else 'no'} ({engine.kind})"
         if m is None:
             m = Manifest(gazetteer=fp, n_points=len(g), phonetic=phonetic.VERSION)
@@ -531,10 +618,9 @@ def build(
 
         entries = g.entries
         B = s.upload_batch
-        dfp = _docfreq_path(s, fp)
-        need_df = not dfp.exists()
         if m.points_done < len(entries) or need_df:
             df_counts: Counter[int] | None = Counter() if need_df else None
+            pdf_counts: Counter[int] = Counter()
             bar = tqdm(total=len(entries), initial=m.points_done, desc="sparse", unit="name", disable=not progress)
             # Document frequencies need every name; names already uploaded are re-encoded (cheap) but not re-sent.
             start = 0 if need_df else m.points_done
@@ -545,8 +631,9 @@ def build(
                 vecs = [v for v, _ in pairs]
                 batch = entries[i : i + B]
                 if df_counts is not None:
-                    for v in vecs:
+                    for v, ph in pairs:
                         df_counts.update(v.indices)
+                        pdf_counts.update(ph.indices)
                 if i + len(batch) <= m.points_done:
                     continue
                 engine.upsert([(e.id, {SPARSE: v, PHONETIC: ph}, _payload(e)) for e, (v, ph) in zip(batch, pairs)])
@@ -563,6 +650,7 @@ def build(
             if df_counts is not None:
                 dfp.parent.mkdir(parents=True, exist_ok=True)
                 sparse.DocFreq.from_counter(df_counts, len(entries)).save(dfp)
+                sparse.DocFreq.from_counter(pdf_counts, len(entries)).save(pdfp)
 
         if model is not None and (m.dense_model != dense_fp or m.dense_done < len(entries)):
             from . import encoder

@@ -82,6 +82,33 @@ def sum_sparse(vectors: Sequence[sparse.SparseVector]) -> sparse.SparseVector:
     return sparse.SparseVector(keys, [acc[i] for i in keys])
 
 
+def fuse(lists: Sequence[Sequence], fusion: str = "dbsf", rrf_k: int = 2, weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+    """Qdrant's fusion of ranked lists (objects with ``id`` and ``score``) as ``(id, score)``, best first: ``dbsf``
+    maps each list's scores from mean -/+ 3 sample sd to 0..1 and sums them (no weights); ``rrf`` sums
+    1 / ((rank + 1) / w + k - 1), Qdrant's weighted RRF. The linker fuses the lists it already holds instead of
+    asking Qdrant to search them all again (11 ms of the 50 ms budget); a test checks it against Qdrant's own
+    prefetch + fusion. Points tied at a list's cut may differ from Qdrant's choice among them."""
+    weights = list(weights) if weights else [1.0] * len(lists)
+    acc: dict[int, float] = {}
+    for hits, w in zip(lists, weights):
+        if not hits:
+            continue
+        if fusion == "dbsf":
+            s = np.array([h.score for h in hits], dtype=np.float64)
+            if len(s) == 1:
+                norm = np.array([0.5])
+            else:
+                sd = float(np.std(s, ddof=1))
+                lo, hi = float(s.mean()) - 3 * sd, float(s.mean()) + 3 * sd
+                norm = (s - lo) / (hi - lo) if hi > lo else np.full(len(s), 0.5)
+            for h, x in zip(hits, norm.tolist()):  # unweighted, as sle asks Qdrant for DBSF
+                acc[h.id] = acc.get(h.id, 0.0) + x
+        else:
+            for p, h in enumerate(hits):
+                acc[h.id] = acc.get(h.id, 0.0) + 1.0 / ((p + 1) / w + rrf_k - 1)
+    return sorted(acc.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
 def average(vectors: np.ndarray) -> np.ndarray:
     """Mean of L2-normalised rows, renormalised (the design's dense query from both recognisers)."""
     v = np.asarray(vectors, dtype=np.float32).mean(axis=0)
@@ -156,16 +183,18 @@ class Linker:
         k_out = k or self.s.top_k
         reranker = self.reranker if rerank else None
         deep = pool or reranker is not None
-        k_sparse = max(k_out, self.s.rerank_sparse_depth) if deep else k_out
-        k = max(k_out, self.s.rerank_depth) if deep else k_out
+        k = max(k_out, self.s.rerank_depth)  # the hybrid fuses lists this deep (cut to k_out at the end)
+        k_sparse = max(k, self.s.rerank_sparse_depth) if deep else k
         texts = {r: t for r, t in transcripts.items() if t and t.strip()}
         result = LinkResult(transcripts=dict(transcripts), systems={})
         if not texts:
             return result
         t0 = time.perf_counter()
         svecs = {r: self.index.sparse_query(t) for r, t in texts.items()}
+        raw: dict[str, list[idx.Hit]] = {}  # unrounded scores, for the fusion
         hits = self.index.search_sparse_vectors(list(svecs.values()), k_sparse)
         for r, h in zip(svecs, hits):
+            raw[f"sparse@{r}"] = h
             result.systems[f"sparse@{r}"] = candidates(h)
         result.timings_ms["sparse"] = (time.perf_counter() - t0) * 1e3
         pvecs = {}
@@ -174,6 +203,7 @@ class Linker:
             pvecs = {r: self.index.phonetic_query(t, (languages or {}).get(r)) for r, t in texts.items()}
             hits = self.index.search_phonetic_vectors(list(pvecs.values()), k_sparse)
             for r, h in zip(pvecs, hits):
+                raw[f"phonetic@{r}"] = h
                 result.systems[f"phonetic@{r}"] = candidates(h)
             result.timings_ms["phonetic"] = (time.perf_counter() - t0) * 1e3
         if self.has_dense:
@@ -188,8 +218,14 @@ class Linker:
             result.systems["dense-avg"] = candidates(hits[-1])
             result.timings_ms["dense"] = (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
-            parts = [("dense", avg)] + [("sparse", v) for v in svecs.values()] + [("phonetic", v) for v in pvecs.values()]
-            result.systems["hybrid"] = candidates(self.index.hybrid(parts, k=k, depth=max(k, self.s.rerank_depth), **self._weights(len(parts))))
+            # Qdrant's hybrid (prefetch dense-avg, sparse and phonetic, then fuse), from the lists already fetched
+            depth = max(k, self.s.rerank_depth)
+            parts = [hits[-1]] + [raw[f"sparse@{r}"] for r in svecs] + [raw[f"phonetic@{r}"] for r in pvecs]
+            fused = fuse([p[:depth] for p in parts], **self._weights(len(parts)))[:k]
+            by_id = {c.id: c for p in parts for c in p[:depth]}
+            result.systems["hybrid"] = [
+                Candidate(rank, by_id[i].name, by_id[i].countries, round(score, 6), i) for rank, (i, score) in enumerate(fused, 1)
+            ]
             result.timings_ms["hybrid"] = (time.perf_counter() - t0) * 1e3
         if reranker:
             t0 = time.perf_counter()

@@ -207,16 +207,20 @@ class TreeModel:
         X = np.asarray(X, dtype=np.float64)
         if not self.trees or not len(X):
             return np.full(len(X), self.baseline)
-        node = np.broadcast_to(self._roots, (len(X), len(self._roots))).copy()  # rows x trees
-        rows = np.arange(len(X))[:, None]
-        while True:
-            leaf = self._leaf[node]
-            if leaf.all():
-                break
-            x = X[rows, self._feature[node]]
-            go_left = np.where(np.isnan(x), self._missing_left[node], x <= self._threshold[node])
-            node = np.where(leaf, node, np.where(go_left, self._left[node], self._right[node]))
-        return self.baseline + self._value[node].sum(axis=1)
+        # every (row, tree) walk at once, dropping the walks that reached a leaf (most end early: it halves the work)
+        node = np.tile(self._roots, len(X))
+        row = np.repeat(np.arange(len(X)), len(self._roots))
+        out = np.full(len(node), -1, dtype=np.int64)
+        active = np.arange(len(node))
+        while len(active):
+            n = node[active]
+            leaf = self._leaf[n]
+            out[active[leaf]] = n[leaf]
+            active, n = active[~leaf], n[~leaf]
+            x = X[row[active], self._feature[n]]
+            go_left = np.where(np.isnan(x), self._missing_left[n], x <= self._threshold[n])
+            node[active] = np.where(go_left, self._left[n], self._right[n])
+        return self.baseline + self._value[out].reshape(len(X), len(self._roots)).sum(axis=1)
 
     def save(self, folder: Path, meta: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)

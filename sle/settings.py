@@ -45,11 +45,13 @@ class Settings:
     # Keep the rarest query n-grams while their posting lists total at most this many names (0 = keep all):
     # 1.65x faster than all trigrams, recall@10 within a point of the full 1-3-gram baseline (docs/benchmarks.md).
     sparse_query_max_postings: int = 200_000
+    # The same budget for phonetic queries; off (0) by measurement: phonetic queries rarely exceed 400k postings, and
+    # every budget that saves time costs recall (200k: 1.2x faster, -1.5 points recall@10; docs/phonetic.md).
+    phonetic_query_max_postings: int = 0
 
     # --- dense retrieval -------------------------------------------------------------------------------
-    # dense-v0 of session 2 (recall@10 0.208 on whisper:base validation transcripts) beats the older dense-v1 (0.179);
-    # v1 is to be retrained from it (docs/dense.md)
-    dense_model: str = "dense-v0"  # folder under models_dir, a path, or a hub name
+    # dense-v1 (session 3: mined with dense-v0 over the whole gazetteer) beats dense-v0 on every query set (docs/dense.md)
+    dense_model: str = "dense-v1"  # folder under models_dir, a path, or a hub name
     dense_dim: int = 256
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100

@@ -139,7 +139,11 @@ def encode_query(
     noise) and touch 13x fewer postings.
     """
     grams = [g for g in ngrams(text) if len(g) in orders] or ngrams(text)
-    vec = _vector(grams)
+    return prune(_vector(grams), df, max_df, max_postings, min_terms)
+
+
+def prune(vec: SparseVector, df: DocFreq | None, max_df: float = 1.0, max_postings: int = 0, min_terms: int = 8) -> SparseVector:
+    """``vec`` without its common terms: see :func:`encode_query` (the phonetic channel prunes its queries too)."""
     if df is None or not vec.indices or (max_df >= 1.0 and not max_postings):
         return vec
     frac = df.fraction(vec.indices)

@@ -63,6 +63,61 @@ def test_hits_carry_payload_and_scores_descend(built):
     assert all(h.id != idx.MANIFEST_ID for h in hits)
 
 
+def test_phonetic_queries_keep_their_rarest_phone_ngrams(built, slice_tsv):
+    # the build stores phoneme n-gram document frequencies beside the index; a budget prunes phonetic queries
+    g = gz.load(slice_tsv)
+    target = next(e for e in g.entries if "DE" in e.countries and len(e.name) > 12)
+    full_s = dataclasses.replace(built, phonetic_query_max_postings=0)
+    index = idx.open_index(full_s)
+    try:
+        assert index.phonetic_docfreq is not None and index.phonetic_docfreq.n_docs == len(g)
+        full = index.phonetic_query(target.name, "de")
+        index.s = dataclasses.replace(built, phonetic_query_max_postings=50)
+        pruned = index.phonetic_query(target.name, "de")
+        df = index.phonetic_docfreq
+        assert 8 <= len(pruned.indices) < len(full.indices)
+        kept_df = df.fraction(pruned.indices).max()
+        dropped = [i for i in full.indices if i not in set(pruned.indices)]
+        assert kept_df <= df.fraction(dropped).min()  # the rarest are kept
+        hits = index.search_phonetic_vectors([pruned], 10)[0]
+    finally:
+        index.close()
+    assert target.id in [h.id for h in hits]
+
+
+def test_index_without_phonetic_docfreq_is_completed_by_build(tmp_path, slice_tsv):
+    s = _settings(tmp_path, slice_tsv)
+    idx.build(s=s, progress=False, dense=False)
+    m = idx.build_status(s)
+    pdfp = idx._phonetic_docfreq_path(s, m.gazetteer)
+    pdfp.unlink()  # an index built before the phonetic budget existed
+    index = idx.open_index(s)
+    try:
+        assert index.phonetic_docfreq is None
+    finally:
+        index.close()
+    report = idx.build(s=s, progress=False, dense=False)
+    assert report.startswith("index ready") and pdfp.exists()
+    assert idx.build_status(s).points_done == m.points_done
+
+
+def test_name_table_gives_the_payloads_names(built, slice_tsv):
+    # searches read names from the in-memory table the build writes; they must be exactly the payloads' names
+    index = idx.open_index(built)
+    try:
+        assert index.names is not None and len(index.names.names) == len(gz.load(slice_tsv))
+        queries = ["Bahnhofstrase", "Kungsgatn", "Rue de la Pai", "Hauptstr"]
+        with_table = index.search_sparse(queries, k=30)
+        table, index.names = index.names, None  # payload path
+        with_payload = index.search_sparse(queries, k=30)
+        index.names = table
+        with pytest.raises(KeyError):
+            table.rows([123])
+    finally:
+        index.close()
+    assert with_table == with_payload and all(h.name and h.countries for hits in with_table for h in hits)
+
+
 def test_rebuilding_the_same_data_is_a_noop(built):
     before = idx.build_status(built)
     report = idx.build(s=built, progress=False)

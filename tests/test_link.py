@@ -85,6 +85,23 @@ def test_dense_and_sparse_fuse_inside_qdrant(env):
     assert {target.id, g.entries[44].id} == top2
 
 
+@pytest.mark.parametrize("fusion,weights", [("dbsf", None), ("rrf", None), ("rrf", [1.0, 3.0, 0.5]), ("dbsf", [2.0, 1.0, 1.0])])
+def test_linker_fusion_equals_qdrant_prefetch_fusion(env, fusion, weights):
+    # the linker fuses the lists it already holds (link.fuse); Qdrant's prefetch + fusion over the same lists
+    # must give the same points with the same scores
+    s, g, linker = env
+    rng = random.Random(5)
+    for e in rng.sample(g.entries, 15):
+        texts = [e.key[:-2] + "x", e.key.replace("a", "e")]
+        parts = [("sparse", linker.index.sparse_query(texts[0])), ("sparse", linker.index.sparse_query(texts[1])),
+                 ("phonetic", linker.index.phonetic_query(texts[0], "de"))]  # fmt: skip
+        depth = 20
+        lists = linker.index.search_sparse_vectors([parts[0][1], parts[1][1]], depth) + linker.index.search_phonetic_vectors([parts[2][1]], depth)
+        ours = link.fuse(lists, fusion, rrf_k=2, weights=weights)
+        theirs = linker.index.hybrid(parts, k=len(ours), fusion=fusion, rrf_k=2, depth=depth, weights=weights)
+        assert {h.id: pytest.approx(h.score, rel=1e-4, abs=1e-5) for h in theirs} == dict(ours)
+
+
 def test_phonetic_channel_finds_names_by_sound_and_fuses(env):
     """The phonetic vector is in the index: a transcript spelled by ear finds its street through phonemes, the
     linker lists it per recogniser, and hybrid fuses it with the sparse parts."""
