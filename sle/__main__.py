@@ -231,7 +231,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--latency", type=int, default=0, metavar="N", help="also time audio-to-results on N TTS clips of the query names")
     p.add_argument("--noise-level", type=float, default=1.0, help="with --train-reranker: strength of the character noise")
     p.add_argument("--rerank-utterances", type=int, help="with --train-reranker: at most N synthetic train utterances (seeded sample)")
-    p.add_argument("--rerank-first-part", type=int, default=0, help="with --train-reranker: train parts from this number on (names the dense model never saw)")
+    p.add_argument("--rerank-first-part", type=int, default=0, help="with --train-reranker: train parts from this number on (to keep out names the dense model trained on)")
     p.add_argument("--recognisers", metavar="SPEC,SPEC,...", help="instead: compare recognisers (each alone, every pair) on TTS clips of validation names")
     p.add_argument("--names", type=int, default=300, help="with --recognisers: validation names to speak")
     p.add_argument("--hint", action="store_true", help="with --recognisers: give each recogniser the name's language")

@@ -300,8 +300,8 @@ def training_queries(gazetteer, n_noise: int = 3000, max_synthetic: int | None =
                      noise_level: float = 1.0, first_part: int = 0) -> tuple[list, dict]:  # fmt: skip
     """TRAIN-split utterances only: synthetic transcripts where they exist, plus corrupted train-split names.
 
-    ``first_part``: use only train parts from this one on, i.e. names the dense model never saw; its scores on
-    its own training pairs are better than on new names and would teach the reranker to over-trust it."""
+    ``first_part``: use only train parts from this one on, to keep out names the dense model was trained on: its
+    scores on its own training pairs are better than on new names and would teach the reranker to over-trust it."""
     from .evaluate import synthetic_queries
     from .synth import split_of
 
@@ -430,5 +430,6 @@ the street that was said; the probability is the `score` of the `reranked` syste
 - **Cost**: pools {meta['seconds']['pools']} s, fit {meta['seconds']['fit']} s on the shared 2-core CPU ({meta['trained_at']}).
 - **Metrics**: `docs/evaluation.md` (validation utterances, against the whole gazetteer).
 - **Reproduce**: `python -m sle eval --train-reranker --noise {d['noise_utterances']} --noise-level {d['noise_level']:g} --rerank-utterances {d['synthetic_train_utterances']} --rerank-first-part {d.get('first_part', 0)}`
-  (trains, then evaluates; `--rerank-first-part`: train parts the dense model never saw).
+  (trains, then evaluates; `--rerank-first-part`: only train parts from this number on, to keep out names the dense
+  model was trained on; dense-v1 of session 3 trained on all parts, so its dense features are optimistic here).
 """
