@@ -200,15 +200,21 @@ class WhisperEngine:
             out.append(sorted(pool, key=lambda lang: -scores.get(lang, 0.0)))
         return out
 
-    def decode(self, encoded, languages: Sequence[str]) -> list[str]:
+    def decode(self, encoded, languages: Sequence[str], hotwords: Sequence[str | None] | None = None) -> list[str]:
+        """Greedy/beam decoding of encoded clips; ``hotwords`` (one string per clip) go in front of the prompt as
+        faster-whisper's ``hotwords`` do (after <|startofprev|>), biasing the decoder towards those spellings."""
         s = self.settings
-        prompts = [self.tokenizer(lang).sot_sequence + [self.tokenizer(lang).no_timestamps] for lang in languages]
+        prompts = []
+        for lang, hw in zip(languages, hotwords or [None] * len(languages)):
+            tok = self.tokenizer(lang)
+            prev = [tok.sot_prev] + tok.encode(" " + hw.strip())[: s.asr_max_tokens] if hw and hw.strip() else []
+            prompts.append(prev + tok.sot_sequence + [tok.no_timestamps])
         results = self.whisper.model.generate(
             encoded,
             prompts,
             beam_size=s.asr_beam_size,
             patience=1.0,
-            max_length=s.asr_max_tokens + len(prompts[0]),
+            max_length=s.asr_max_tokens + max(len(p) for p in prompts),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -470,6 +476,14 @@ def transcribe_many(
         for m in members:
             out[m] = [results[m][i] for i in range(len(audios))]
     return out
+
+
+def redecode(audio: np.ndarray, transcriber: Transcriber, language: str, hotwords: Sequence[str]) -> str:
+    """A second Whisper pass over ``audio`` with candidate names as hotwords (the linker's ``redecoded`` system)."""
+    if not isinstance(transcriber, WhisperTranscriber):
+        raise ASRUnavailable(f"{transcriber.spec}: biased re-decoding needs a Whisper recogniser")
+    engine = transcriber.engine
+    return engine.decode(engine.encode([np.asarray(audio, dtype=np.float32)]), [language], [", ".join(hotwords)])[0]
 
 
 def transcribe_pair(audio: np.ndarray, language: str | None = None, profile_name: str | None = None) -> list[Transcript]:

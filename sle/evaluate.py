@@ -482,7 +482,7 @@ def latency(queries: Sequence[Query], gazetteer, n: int = 20, linker=None, progr
         stages["audio to results"].append((time.perf_counter() - t0) * 1e3)
         for key, v in res.timings_ms.items():
             stages[key].append(v)
-        stages["retrieval (all systems)"].append(sum(v for key, v in res.timings_ms.items() if key not in ("load_audio", "asr", "total")))
+        stages["retrieval (all systems)"].append(sum(v for key, v in res.timings_ms.items() if key not in ("load_audio", "asr", "redecode", "total")))
         for key, cands in res.systems.items():
             ranks[key].append(rank_in([c.id for c in cands], target))
     return {
@@ -670,6 +670,9 @@ def report(result: dict, path: str | Path, command: str = "", plot_path: str | P
         lines += [f"## Audio to results ({lat['clips']} TTS clips of validation names, `Linker.link_audio`, both recognisers)", "",
                   "| stage | p50 ms | p95 ms |", "|---|---:|---:|"]  # fmt: skip
         lines += [f"| {k} | {v['p50']} | {v['p95']} |" for k, v in lat["ms"].items()]
+        lines += ["", f"Recall on these {lat['clips']} clips (a sanity check; the tables above are the measurement):", "",
+                  "| system | R@1 | R@10 |", "|---|---:|---:|"]  # fmt: skip
+        lines += [f"| {k} | {v['r@1']} | {v['r@10']} |" for k, v in sorted(lat["recall"].items())]
         lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     notes = ""

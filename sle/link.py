@@ -258,11 +258,35 @@ class Linker:
         transcripts = [ts[0] for ts in asr.transcribe_many(p.transcribers, [samples], [language])]
         t_asr = (time.perf_counter() - t0) * 1e3
         result = self.link_texts({t.recognizer: t.text for t in transcripts}, k, languages={t.recognizer: t.language for t in transcripts})
+        if self.s.redecode_candidates and transcripts and transcripts[0].text:
+            t0 = time.perf_counter()
+            self._redecode(result, samples, p.transcribers[0], transcripts[0].language)
+            result.timings_ms["redecode"] = (time.perf_counter() - t0) * 1e3
         result.audio = str(audio) if isinstance(audio, (str, Path)) else None
         result.profile, result.fallback_reason = p.name, p.fallback_reason
         result.timings_ms = {"load_audio": t_load, "asr": t_asr, **result.timings_ms}
         result.timings_ms["total"] = sum(result.timings_ms.values())
         return result
+
+    def _redecode(self, result: LinkResult, samples: np.ndarray, transcriber, language: str) -> None:
+        """Biased re-decoding: the first recogniser decodes the clip again with the best system's top candidates as
+        hotwords; the system ``redecoded`` is those candidates re-ordered by spelling similarity to the new
+        transcript (its key in ``transcripts``: ``<recogniser>+hotwords``)."""
+        from rapidfuzz import fuzz
+
+        from . import asr
+        from .text import normalize
+
+        best = next((result.systems[k] for k in ("reranked", "hybrid", f"sparse@{transcriber.spec}") if result.systems.get(k)), [])
+        top = best[: self.s.redecode_candidates]
+        if not top:
+            return
+        # alphabetical, so that the prompt does not tell Whisper which candidate the linker preferred
+        text = asr.redecode(samples, transcriber, language, sorted({c.name for c in top}))
+        result.transcripts[f"{transcriber.spec}+hotwords"] = text
+        sim = {c.id: fuzz.ratio(normalize(text), normalize(c.name)) / 100 for c in top}
+        order = sorted(range(len(top)), key=lambda i: -sim[top[i].id])  # stable: the best system's order breaks ties
+        result.systems["redecoded"] = [Candidate(r, top[i].name, top[i].countries, round(sim[top[i].id], 6), top[i].id) for r, i in enumerate(order, 1)]
 
     def search(self, texts: Sequence[str], system: str = "sparse", k: int = 10) -> list[Candidate]:
         """One ranked list for one utterance given one or more transcripts of it (the CLI's ``search``)."""

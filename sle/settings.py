@@ -71,6 +71,9 @@ class Settings:
     asr_max_tokens: int = 48  # a street name is short; longer decodings are loops
     asr_no_speech_threshold: float = 0.6  # Whisper's no-speech probability above which a clip transcribes to ""
     asr_batch_size: int = 8
+    # Biased re-decoding (system "redecoded"): a second Whisper pass with this many top candidates as hotwords, which
+    # re-orders them by the new transcript's spelling; 0 = off (docs/evaluation.md has the measurement).
+    redecode_candidates: int = 0
     max_audio_seconds: float = 30.0
     max_audio_bytes: int = 20_000_000
     silence_rms: float = 0.001  # below this RMS (and peak below silence_peak) audio counts as silent

