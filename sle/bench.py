@@ -1,4 +1,4 @@
-"""Benchmarks (``python -m sle bench index|query|all``): figures, not tests.
+"""Benchmarks (``python -m sle bench index|query|dense|phonetic|all``): figures, not tests.
 
 ``index`` builds a fresh index of the gazetteer in a temporary data dir and times upload, optimisation and
 reopening. ``query`` times sparse search in a separate process (so its RSS is the index's, not the
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -124,23 +125,25 @@ def _serve_queries(spec_path: str) -> None:
 
 
 class ExactScorer(sparse.ExactScorer):
-    """Exact scoring of every gazetteer name's character n-gram vector with scipy, IDF as Qdrant computes it."""
+    """Exact scoring of every gazetteer name's vector (character n-grams unless ``vectors`` are given, in
+    gazetteer order) with scipy, IDF as Qdrant computes it."""
 
-    def __init__(self, g: gz.Gazetteer):
-        super().__init__((sparse.encode(e.key) for e in g), len(g))
+    def __init__(self, g: gz.Gazetteer, vectors: Iterable[sparse.SparseVector] | None = None):
+        super().__init__(vectors if vectors is not None else (sparse.encode(e.key) for e in g), len(g))
         self.ids = np.array([e.id for e in g], dtype=np.int64)
         self.row_of = {int(i): r for r, i in enumerate(self.ids)}
 
-    def top(self, v: sparse.SparseVector, k: int = 10) -> list[int]:
-        scores = self.scores(v)
+    def top(self, v: sparse.SparseVector, k: int = 10, scores: np.ndarray | None = None) -> list[int]:
+        """Ids of the exact top ``k`` with a positive score (``scores``: this vector's, if already computed)."""
+        scores = self.scores(v) if scores is None else scores
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [int(self.ids[t]) for t in top if scores[t] > 0]
 
-    def agreement(self, v: sparse.SparseVector, found: list[int], k: int = 10) -> float:
+    def agreement(self, v: sparse.SparseVector, found: list[int], k: int = 10, scores: np.ndarray | None = None) -> float:
         """Share of ``found`` that belongs to the exact top-k, counting ties at the k-th score as members."""
-        scores = self.scores(v)
+        scores = self.scores(v) if scores is None else scores
         kth = np.partition(-scores, k - 1)[k - 1] * -1
         ok = [scores[self.row_of[i]] >= kth - 1e-4 * max(1.0, abs(kth)) for i in found]
         return float(np.mean(ok)) if ok else 1.0
@@ -205,7 +208,7 @@ def bench_query(limit: int | None, n_queries: int, s: Settings) -> dict:
     # the exact scorer (above), so this is the recall the index gives on what recognisers write
     utts = _transcript_queries(g, s)
     if utts:
-        df = sparse.DocFreq(np.fromiter(exact.col_of.keys(), np.uint32, len(exact.col_of)), np.diff(exact.X.indptr), len(g))
+        df = exact.docfreq()
         result["transcripts"] = len(utts)
         for name, run in runs.items():
             orders = tuple(int(x) for x in run["orders"].split(","))
@@ -289,11 +292,9 @@ def bench_phonetic(s: Settings, budgets: tuple[int, ...] = (0, 400_000, 300_000,
     if manifest is None or not manifest.ready or not manifest.phonetic:
         raise idx.IndexNotReady("bench phonetic needs an index with phonetic vectors: run `python -m sle index`")
     g = gz.load(limit=manifest.n_points, settings=s)
-    docs = [phonetic.document_vector(p) for p in phonetic.gazetteer_phonemes(g, s.index_dir / "phonemes")]
-    df = sparse.DocFreq.from_vectors(docs)
-    exact = sparse.ExactScorer(docs, len(g))
-    ids = np.array([e.id for e in g], dtype=np.int64)
-    row_of = {int(i): r for r, i in enumerate(ids)}
+    docs = (phonetic.document_vector(p) for p in phonetic.gazetteer_phonemes(g, s.index_dir / "phonemes"))
+    exact = ExactScorer(g, docs)
+    df = exact.docfreq()
     from .evaluate import synthetic_queries
 
     utts = [(text, q.languages.get(r), q.target) for q in synthetic_queries("validation", g, s=s) for r, text in q.transcripts.items() if text.strip()]
@@ -314,12 +315,9 @@ def bench_phonetic(s: Settings, budgets: tuple[int, ...] = (0, 400_000, 300_000,
             agree = []
             for v, (_, _, target), f in zip(vecs, utts, found):
                 scores = exact.scores(v)
-                part = np.argpartition(-scores, 99)[:100]
-                order = part[np.argsort(-scores[part], kind="stable")]
-                top = [int(ids[r]) for r in order if scores[r] > 0]
+                top = exact.top(v, 100, scores)
                 ranks.append(top.index(target) + 1 if target in top else None)
-                kth = scores[order[9]]
-                agree.append(np.mean([scores[row_of[i]] >= kth - 1e-4 * max(1.0, abs(kth)) for i in f]) if f else 1.0)
+                agree.append(exact.agreement(v, f, 10, scores))
             key = f"phonetic_postings{b // 1000}k" if b else "phonetic_all"
             out.update(
                 {

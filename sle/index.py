@@ -619,8 +619,8 @@ def build(
         entries = g.entries
         B = s.upload_batch
         if m.points_done < len(entries) or need_df:
-            df_counts: Counter[int] | None = Counter() if need_df else None
-            pdf_counts: Counter[int] = Counter()
+            # character and phone n-gram document frequencies, counted only when a file is missing
+            df_counts: tuple[Counter[int], Counter[int]] | None = (Counter(), Counter()) if need_df else None
             bar = tqdm(total=len(entries), initial=m.points_done, desc="sparse", unit="name", disable=not progress)
             # Document frequencies need every name; names already uploaded are re-encoded (cheap) but not re-sent.
             start = 0 if need_df else m.points_done
@@ -628,12 +628,11 @@ def build(
             phonemes = phonetic.gazetteer_phonemes(g, s.index_dir / "phonemes")
             items = [[(e.key, phonemes[j]) for j, e in enumerate(entries[b : b + B], b)] for b in starts]
             for i, pairs in zip(starts, _encoded_batches(items)):
-                vecs = [v for v, _ in pairs]
                 batch = entries[i : i + B]
                 if df_counts is not None:
                     for v, ph in pairs:
-                        df_counts.update(v.indices)
-                        pdf_counts.update(ph.indices)
+                        df_counts[0].update(v.indices)
+                        df_counts[1].update(ph.indices)
                 if i + len(batch) <= m.points_done:
                     continue
                 engine.upsert([(e.id, {SPARSE: v, PHONETIC: ph}, _payload(e)) for e, (v, ph) in zip(batch, pairs)])
@@ -649,8 +648,8 @@ def build(
             _write_manifest(engine, m)
             if df_counts is not None:
                 dfp.parent.mkdir(parents=True, exist_ok=True)
-                sparse.DocFreq.from_counter(df_counts, len(entries)).save(dfp)
-                sparse.DocFreq.from_counter(pdf_counts, len(entries)).save(pdfp)
+                sparse.DocFreq.from_counter(df_counts[0], len(entries)).save(dfp)
+                sparse.DocFreq.from_counter(df_counts[1], len(entries)).save(pdfp)
 
         if model is not None and (m.dense_model != dense_fp or m.dense_done < len(entries)):
             from . import encoder

@@ -219,10 +219,9 @@ class Linker:
             result.timings_ms["dense"] = (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
             # Qdrant's hybrid (prefetch dense-avg, sparse and phonetic, then fuse), from the lists already fetched
-            depth = max(k, self.s.rerank_depth)
-            parts = [hits[-1]] + [raw[f"sparse@{r}"] for r in svecs] + [raw[f"phonetic@{r}"] for r in pvecs]
-            fused = fuse([p[:depth] for p in parts], **self._weights(len(parts)))[:k]
-            by_id = {c.id: c for p in parts for c in p[:depth]}
+            parts = [hits[-1]] + [raw[f"sparse@{r}"][:k] for r in svecs] + [raw[f"phonetic@{r}"][:k] for r in pvecs]
+            fused = fuse(parts, **self._weights(len(parts)))[:k]
+            by_id = {c.id: c for p in parts for c in p}
             result.systems["hybrid"] = [
                 Candidate(rank, by_id[i].name, by_id[i].countries, round(score, 6), i) for rank, (i, score) in enumerate(fused, 1)
             ]

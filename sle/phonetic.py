@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import mmh3
 import numpy as np
@@ -345,13 +345,16 @@ def top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rrf(lists: Sequence[np.ndarray], k: float = 2, weights: Sequence[float] | None = None) -> np.ndarray:
-    """Qdrant's reciprocal rank fusion: a point at 0-based position p of a list gets 1 / ((p + 1) / w + k - 1)."""
-    weights = weights or [1.0] * len(lists)
-    acc: dict[int, float] = {}
-    for rows, w in zip(lists, weights):
-        for p, r in enumerate(rows.tolist()):
-            acc[r] = acc.get(r, 0.0) + 1.0 / ((p + 1) / w + k - 1)
-    return _ranked(acc)
+    """Qdrant's reciprocal rank fusion of row arrays (:func:`sle.link.fuse`, the linker's): rows, best first."""
+    from .link import fuse
+
+    ranked = [[_Row(r, 0.0) for r in rows.tolist()] for rows in lists]
+    return np.array([r for r, _ in fuse(ranked, "rrf", k, weights)], dtype=np.int64)
+
+
+class _Row(NamedTuple):
+    id: int
+    score: float
 
 
 def dbsf(lists: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

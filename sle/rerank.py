@@ -210,17 +210,14 @@ class TreeModel:
         # every (row, tree) walk at once, dropping the walks that reached a leaf (most end early: it halves the work)
         node = np.tile(self._roots, len(X))
         row = np.repeat(np.arange(len(X)), len(self._roots))
-        out = np.full(len(node), -1, dtype=np.int64)
         active = np.arange(len(node))
         while len(active):
+            active = active[~self._leaf[node[active]]]
             n = node[active]
-            leaf = self._leaf[n]
-            out[active[leaf]] = n[leaf]
-            active, n = active[~leaf], n[~leaf]
             x = X[row[active], self._feature[n]]
             go_left = np.where(np.isnan(x), self._missing_left[n], x <= self._threshold[n])
             node[active] = np.where(go_left, self._left[n], self._right[n])
-        return self.baseline + self._value[out].reshape(len(X), len(self._roots)).sum(axis=1)
+        return self.baseline + self._value[node].reshape(len(X), len(self._roots)).sum(axis=1)
 
     def save(self, folder: Path, meta: dict) -> None:
         folder.mkdir(parents=True, exist_ok=True)

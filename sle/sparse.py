@@ -187,6 +187,10 @@ class ExactScorer:
         df = np.diff(X.indptr)
         self.idf = np.log(1.0 + (n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
 
+    def docfreq(self) -> DocFreq:
+        """The document frequencies of the scored vectors (what the build stores beside the index)."""
+        return DocFreq(np.fromiter(self.col_of.keys(), np.uint32, len(self.col_of)), np.diff(self.X.indptr), self.X.shape[0])
+
     def postings(self, v: SparseVector) -> int:
         """Postings a search for ``v`` walks (what a sparse index pays per query)."""
         cols = np.array([self.col_of[i] for i in v.indices if i in self.col_of], np.int64)
